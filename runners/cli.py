@@ -1,0 +1,33 @@
+"""Shared command-line plumbing: one-line errors and exit status 2 for user mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from searchspace.errors import ToolkitError
+
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run ``main`` and turn toolkit errors into one line on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except ToolkitError as exc:
+        prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "toolkit"
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)

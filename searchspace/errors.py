@@ -1,0 +1,32 @@
+"""The toolkit's error types.
+
+They live in searchspace (the bottom of the dependency graph, standard library only) so
+that every package can raise and catch them. Command-line entry points turn any
+``ToolkitError`` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """A user mistake: bad spec, bad flag, missing or corrupt data, incompatible file."""
+
+
+class SpecError(ToolkitError, ValueError):
+    """An invalid architecture spec or recipe; the message names the field and value."""
+
+
+class DataError(ToolkitError):
+    """A dataset that is missing, empty, inconsistent or corrupt."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint that does not match the spec or recipe it is loaded for."""
+
+
+class StoreError(ToolkitError):
+    """A results folder or record that cannot be used."""
+
+
+class UsageError(ToolkitError):
+    """A bad command-line value that argparse alone cannot catch."""
