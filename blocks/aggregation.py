@@ -1,0 +1,120 @@
+"""Ways to merge the detail (1/8) and semantic (1/32) features into one 1/8 map.
+
+Every fusion has the same call: ``forward(detail, semantic, size_1_8)``; a branch the
+variant drops arrives as None. Sum and concat end in one 3x3 conv-BN, as BGA does, which
+is what reproduces the paper's Table 2 complexity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blocks.layers import ConvBN, resize
+
+
+class BilateralGuidedAggregation(nn.Module):
+    """BGA (paper Fig. 6): each branch gates the other at its own resolution, then sum."""
+
+    def __init__(self, detail_chs: int, semantic_chs: int, out_chs: int) -> None:
+        super().__init__()
+        c = detail_chs
+        self.detail_keep = nn.Sequential(
+            ConvBN(c, c, 3, groups=c, act=False), nn.Conv2d(c, c, 1, bias=False)
+        )
+        self.detail_down = nn.Sequential(
+            ConvBN(c, c, 3, stride=2, act=False),
+            nn.AvgPool2d(kernel_size=3, stride=2, padding=1),
+        )
+        self.semantic_up = ConvBN(semantic_chs, c, 3, act=False)
+        self.semantic_keep = nn.Sequential(
+            ConvBN(semantic_chs, semantic_chs, 3, groups=semantic_chs, act=False),
+            nn.Conv2d(semantic_chs, c, 1, bias=False),
+        )
+        self.out = ConvBN(c, out_chs, 3, act=False)
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert detail is not None and semantic is not None
+        high = self.detail_keep(detail) * torch.sigmoid(resize(self.semantic_up(semantic), size))
+        low = self.detail_down(detail) * torch.sigmoid(self.semantic_keep(semantic))
+        return self.out(high + resize(low, size))
+
+
+class SumFusion(nn.Module):
+    """Upsample semantic, add to detail (1x1-projected if widths differ), 3x3 conv-BN."""
+
+    def __init__(self, detail_chs: int, semantic_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.proj = (
+            nn.Identity()
+            if semantic_chs == detail_chs
+            else ConvBN(semantic_chs, detail_chs, 1, act=False)
+        )
+        self.out = ConvBN(detail_chs, out_chs, 3, act=False)
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert detail is not None and semantic is not None
+        return self.out(detail + resize(self.proj(semantic), size))
+
+
+class ConcatFusion(nn.Module):
+    """Upsample semantic, concatenate with detail, 3x3 conv-BN back to ``out_chs``."""
+
+    def __init__(self, detail_chs: int, semantic_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.out = ConvBN(detail_chs + semantic_chs, out_chs, 3, act=False)
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert detail is not None and semantic is not None
+        return self.out(torch.cat([detail, resize(semantic, size)], dim=1))
+
+
+class FeatureFusionModule(nn.Module):
+    """BiSeNet V1's FFM: concat, 1x1 conv-BN-ReLU, channel attention, ``x + x * att``."""
+
+    def __init__(
+        self, detail_chs: int, semantic_chs: int, out_chs: int, reduction: int = 4
+    ) -> None:
+        super().__init__()
+        self.fuse = ConvBN(detail_chs + semantic_chs, out_chs, 1)
+        mid = max(1, out_chs // reduction)
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(out_chs, mid, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, out_chs, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert detail is not None and semantic is not None
+        x = self.fuse(torch.cat([detail, resize(semantic, size)], dim=1))
+        return x + x * self.attention(x)
+
+
+class DetailOnly(nn.Module):
+    """No fusion: the detail features go straight to the head."""
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert detail is not None
+        return detail
+
+
+class SemanticOnly(nn.Module):
+    """No detail branch: the 1/32 semantic features are upsampled to 1/8 for the head."""
+
+    def forward(
+        self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
+        assert semantic is not None
+        return resize(semantic, size)

@@ -1,0 +1,340 @@
+"""BiSeNet V2 as data: a frozen spec tree and its resolution into per-stage numbers.
+
+Every design choice the V2 paper ablates is a field here; ``resolve`` expands a spec
+(multipliers included) into the explicit channel and layer counts the builder needs,
+pycls-style, so that validation and the builder agree on one set of numbers.
+Defaults are the paper-faithful ``bisenetv2`` preset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from searchspace.errors import SpecError
+from searchspace.serialize import (
+    canonical_json,
+    parse_overrides,
+    replace_paths,
+    short_hash,
+    to_compact,
+)
+
+KIND = "bisenetv2"
+BOOSTER_POSITIONS = ("stem", "s3", "s4", "s5_4", "s5_5")
+AGGREGATIONS = ("bga", "sum", "concat", "ffm", "detail_only", "semantic_only")
+
+SemanticBlock = Literal["ge", "ib"]
+GEExpand = Literal["gather", "depthwise"]
+DownDW = Literal["3x3x2", "5x5"]
+Aggregation = Literal["bga", "sum", "concat", "ffm", "detail_only", "semantic_only"]
+
+
+def _check(cond: bool, name: str, value: object, why: str) -> None:
+    if not cond:
+        raise SpecError(f"{name}={value!r}: {why}")
+
+
+@dataclass(frozen=True)
+class DetailBranchSpec:
+    """Plain conv-BN-ReLU stages; the first conv of each stage has stride 2."""
+
+    widths: tuple[int, ...] = (64, 64, 128)
+    # conv layers per stage, the stride-2 one included (Table 1: 2, 3, 3)
+    depths: tuple[int, ...] = (2, 3, 3)
+
+    def __post_init__(self) -> None:
+        _check(len(self.widths) >= 1, "detail.widths", self.widths, "needs at least one stage")
+        _check(
+            len(self.depths) == len(self.widths),
+            "detail.depths",
+            self.depths,
+            f"needs one layer count per stage ({len(self.widths)})",
+        )
+        for w in self.widths:
+            _check(w > 0, "detail.widths", self.widths, "every width must be > 0")
+        for d in self.depths:
+            _check(d >= 1, "detail.depths", self.depths, "every stage needs at least 1 layer")
+
+
+@dataclass(frozen=True)
+class SemanticBranchSpec:
+    """Stem + three stages of GE (or inverted-bottleneck) layers + context embedding."""
+
+    # lambda: stem width = ratio x detail S1 width, S3 width = ratio x detail S3 width
+    # (Table 3a scales only the stem and S3; S4 and S5 keep their widths below).
+    ratio: float = 0.25
+    s4_s5_widths: tuple[int, int] = (64, 128)
+    # layers per stage S3, S4, S5 (the first of each has stride 2), multiplied by depth_mult
+    depths: tuple[int, int, int] = (2, 2, 4)
+    exp_ratio: int = 6
+    block: SemanticBlock = "ge"
+    # "gather": the 3x3 gather conv expands C -> e*C (the paper's text); "depthwise": the
+    # gather conv keeps C and a grouped conv with channel multiplier e expands (open code).
+    ge_expand: GEExpand = "gather"
+    ge_gather_kernel: int = 3
+    # the stride-2 GE layer's depthwise part: two 3x3 convs (paper) or one 5x5 (Table 3b)
+    ge_down_dw: DownDW = "3x3x2"
+    context_embedding: bool = True
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.ratio, (int, float)) and 0 < self.ratio <= 4,
+            "semantic.ratio",
+            self.ratio,
+            "lambda must be in (0, 4]",
+        )
+        for w in self.s4_s5_widths:
+            _check(w > 0, "semantic.s4_s5_widths", self.s4_s5_widths, "widths must be > 0")
+        for d in self.depths:
+            _check(d >= 1, "semantic.depths", self.depths, "every stage needs at least 1 layer")
+        _check(
+            1 <= self.exp_ratio <= 16, "semantic.exp_ratio", self.exp_ratio, "must be in [1, 16]"
+        )
+        _check(self.block in ("ge", "ib"), "semantic.block", self.block, "expected 'ge' or 'ib'")
+        _check(
+            self.ge_expand in ("gather", "depthwise"),
+            "semantic.ge_expand",
+            self.ge_expand,
+            "expected 'gather' or 'depthwise'",
+        )
+        _check(
+            self.ge_gather_kernel in (1, 3),
+            "semantic.ge_gather_kernel",
+            self.ge_gather_kernel,
+            "expected 1 or 3",
+        )
+        _check(
+            self.ge_down_dw in ("3x3x2", "5x5"),
+            "semantic.ge_down_dw",
+            self.ge_down_dw,
+            "expected '3x3x2' or '5x5'",
+        )
+
+
+@dataclass(frozen=True)
+class BiSeNetV2Spec:
+    """A whole BiSeNet V2 variant. Defaults: the paper's model, head width inferred."""
+
+    detail: DetailBranchSpec = field(default_factory=DetailBranchSpec)
+    semantic: SemanticBranchSpec = field(default_factory=SemanticBranchSpec)
+    aggregation: Aggregation = "bga"
+    # Seg head mid width C_t: the paper gives none. 352 makes the paper-faithful model
+    # 21.15 GMACs at 512x1024 (see searchspace/presets.py for the derivation).
+    head_width: int = 352
+    booster_positions: tuple[str, ...] = ("stem", "s3", "s4", "s5_4")
+    booster_width: int = 128
+    # alpha scales every channel count (both branches, fusion, heads); see scale_width
+    width_mult: float = 1.0
+    # d multiplies each semantic stage's layer count; the added layers have stride 1
+    depth_mult: float = 1.0
+    num_classes: int = 19
+
+    def __post_init__(self) -> None:
+        _check(
+            self.aggregation in AGGREGATIONS,
+            "aggregation",
+            self.aggregation,
+            f"expected one of {', '.join(AGGREGATIONS)}",
+        )
+        _check(self.head_width > 0, "head_width", self.head_width, "must be > 0")
+        _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
+        _check(
+            isinstance(self.width_mult, (int, float)) and 0 < self.width_mult <= 8,
+            "width_mult",
+            self.width_mult,
+            "alpha must be in (0, 8]",
+        )
+        _check(
+            isinstance(self.depth_mult, (int, float)) and 0 < self.depth_mult <= 8,
+            "depth_mult",
+            self.depth_mult,
+            "d must be in (0, 8]",
+        )
+        seen = set()
+        for pos in self.booster_positions:
+            _check(
+                pos in BOOSTER_POSITIONS,
+                "booster_positions",
+                pos,
+                f"unknown position (known: {', '.join(BOOSTER_POSITIONS)})",
+            )
+            _check(pos not in seen, "booster_positions", pos, "listed twice")
+            seen.add(pos)
+        if self.booster_positions:
+            _check(self.booster_width > 0, "booster_width", self.booster_width, "must be > 0")
+            _check(
+                self.aggregation != "detail_only",
+                "booster_positions",
+                self.booster_positions,
+                "booster heads sit on the semantic branch, which aggregation=detail_only drops",
+            )
+        if "s5_5" in self.booster_positions:
+            _check(
+                self.semantic.context_embedding,
+                "booster_positions",
+                "s5_5",
+                "s5_5 is the context embedding output; semantic.context_embedding is off",
+            )
+        resolve(self)  # every width/depth after the multipliers must be positive
+
+    # --- views --------------------------------------------------------------------
+
+    def to_json(self, indent: int | None = None) -> str:
+        return canonical_json(self, KIND, indent)
+
+    @property
+    def spec_id(self) -> str:
+        return short_hash(self.to_json())
+
+    def to_string(self) -> str:
+        return to_compact(self, "v2", ALIASES)
+
+    def replace(self, **changes: object) -> BiSeNetV2Spec:
+        """Dotted paths allowed: ``spec.replace(**{"semantic.ratio": 0.5})``."""
+        return replace_paths(self, changes)
+
+    def describe(self) -> str:
+        return self.to_string()
+
+
+# Short names for the compact string; the keys are the dotted field paths.
+ALIASES: dict[str, str] = {
+    "detail.widths": "dw",
+    "detail.depths": "dd",
+    "semantic.ratio": "lam",
+    "semantic.s4_s5_widths": "sw",
+    "semantic.depths": "sd",
+    "semantic.exp_ratio": "e",
+    "semantic.block": "blk",
+    "semantic.ge_expand": "gex",
+    "semantic.ge_gather_kernel": "gk",
+    "semantic.ge_down_dw": "ddw",
+    "semantic.context_embedding": "ce",
+    "aggregation": "agg",
+    "head_width": "hw",
+    "booster_positions": "bst",
+    "booster_width": "bw",
+    "width_mult": "a",
+    "depth_mult": "d",
+    "num_classes": "nc",
+}
+
+
+def parse_v2_overrides(text: str) -> dict[str, object]:
+    return parse_overrides(text, BiSeNetV2Spec, ALIASES)
+
+
+# --- resolution ------------------------------------------------------------------------
+
+
+def scale_width(chs: float, alpha: float) -> int:
+    """Channels after the width multiplier: nearest integer, at least 1 when positive.
+
+    The V2 paper does not say how it rounds under alpha (its Table 5a sits 1.5-6% above
+    plain alpha^2 scaling); nearest-integer rounding is the simplest rule that keeps
+    alpha = 1 exact and lambda = 1/16 (4 channels) expressible.
+    """
+    return math.floor(chs * alpha + 0.5)
+
+
+def scale_depth(layers: int, d: float) -> int:
+    """Layers after the depth multiplier, rounded half up (Table 5b: 8 GE layers -> 8d)."""
+    return math.floor(layers * d + 0.5)
+
+
+@dataclass(frozen=True)
+class V2Plan:
+    """Explicit numbers for the builder: what every module is constructed with."""
+
+    detail_widths: tuple[int, ...]
+    detail_depths: tuple[int, ...]
+    stem_width: int
+    semantic_widths: tuple[int, int, int]  # S3, S4, S5
+    semantic_depths: tuple[int, int, int]
+    fusion_width: int
+    head_width: int
+    booster_width: int
+    booster_in_widths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def has_detail(self) -> bool:
+        return bool(self.detail_widths)
+
+    @property
+    def has_semantic(self) -> bool:
+        return bool(self.semantic_widths)
+
+
+def resolve(spec: BiSeNetV2Spec) -> V2Plan:
+    """Apply lambda, alpha and d; raise SpecError when anything rounds to zero."""
+    a, d = spec.width_mult, spec.depth_mult
+    det, sem = spec.detail, spec.semantic
+
+    def width(name: str, chs: float) -> int:
+        out = scale_width(chs, a)
+        if out < 1:
+            raise SpecError(f"width_mult={a!r}: {name} ({chs:g} channels) rounds to {out} channels")
+        return out
+
+    def depth(name: str, layers: int) -> int:
+        out = scale_depth(layers, d)
+        if out < 1:
+            raise SpecError(f"depth_mult={d!r}: {name} ({layers} layers) rounds to {out} layers")
+        return out
+
+    detail_widths = tuple(width(f"detail stage {i + 1}", w) for i, w in enumerate(det.widths))
+    # lambda is relative to the unscaled detail branch: stem ~ S1, S3 ~ the last stage
+    stem_width = width("semantic stem", sem.ratio * det.widths[0])
+    s3 = width("semantic S3", sem.ratio * det.widths[-1])
+    s4 = width("semantic S4", sem.s4_s5_widths[0])
+    s5 = width("semantic S5", sem.s4_s5_widths[1])
+    depths = tuple(depth(f"semantic stage S{i + 3}", n) for i, n in enumerate(sem.depths))
+    head = width("head_width", spec.head_width)
+    booster = width("booster_width", spec.booster_width) if spec.booster_positions else 0
+    fusion = detail_widths[-1] if spec.aggregation != "semantic_only" else s5
+    taps = {"stem": stem_width, "s3": s3, "s4": s4, "s5_4": s5, "s5_5": s5}
+    has_detail = spec.aggregation != "semantic_only"
+    has_semantic = spec.aggregation != "detail_only"
+    return V2Plan(
+        detail_widths=detail_widths if has_detail else (),
+        detail_depths=tuple(det.depths) if has_detail else (),
+        stem_width=stem_width if has_semantic else 0,
+        semantic_widths=(s3, s4, s5) if has_semantic else (),  # type: ignore[arg-type]
+        semantic_depths=depths if has_semantic else (),  # type: ignore[arg-type]
+        fusion_width=fusion,
+        head_width=head,
+        booster_width=booster,
+        booster_in_widths={p: taps[p] for p in spec.booster_positions},
+    )
+
+
+def spec_from_json_dict(data: dict) -> BiSeNetV2Spec:
+    """Inverse of ``to_json`` (the envelope with schema, kind and fields)."""
+    from searchspace.serialize import SCHEMA_VERSION, from_dict
+
+    if data.get("schema") != SCHEMA_VERSION:
+        raise SpecError(f"schema={data.get('schema')!r}: expected {SCHEMA_VERSION}")
+    if data.get("kind") != KIND:
+        raise SpecError(f"kind={data.get('kind')!r}: expected {KIND!r}")
+    return from_dict(BiSeNetV2Spec, data.get("fields", {}))
+
+
+def with_changes(spec: BiSeNetV2Spec, **changes: object) -> BiSeNetV2Spec:
+    """An ablation row: the base spec with a few (dotted-path) fields replaced."""
+    return replace_paths(spec, changes)
+
+
+__all__ = [
+    "ALIASES",
+    "BOOSTER_POSITIONS",
+    "BiSeNetV2Spec",
+    "DetailBranchSpec",
+    "SemanticBranchSpec",
+    "V2Plan",
+    "resolve",
+    "scale_depth",
+    "scale_width",
+    "with_changes",
+]
