@@ -180,6 +180,11 @@ def format_value(value: Any) -> str:
 
 def parse_value(text: str, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        if text == "none":
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return parse_value(text, args[0], path)
     if origin is tuple:
         args = typing.get_args(tp)
         items = [] if text == "none" else text.split("+")

@@ -1,0 +1,174 @@
+"""Training recipes as data: everything that decides a run's result except spec, data, seed.
+
+A recipe has its own id (hash of its canonical JSON), so a result is keyed by
+(spec_id, recipe_id, dataset, seed). Runtime choices that do not change the result
+(data-loader workers, progress bars, device) are deliberately not recipe fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from searchspace.errors import SpecError
+from searchspace.serialize import (
+    SCHEMA_VERSION,
+    canonical_json,
+    from_dict,
+    parse_overrides,
+    replace_paths,
+    short_hash,
+)
+
+KIND = "recipe"
+BudgetKind = Literal["iterations", "seconds", "images"]
+Loss = Literal["ce", "ohem"]
+
+
+def _check(cond: bool, name: str, value: object, why: str) -> None:
+    if not cond:
+        raise SpecError(f"recipe.{name}={value!r}: {why}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults are the "smoke" recipe: a few CPU minutes on the built-in data."""
+
+    # random crop fed to the network during training (height, width)
+    crop_hw: tuple[int, int] = (192, 384)
+    batch_size: int = 8
+    # the fixed budget: optimiser steps, wall-clock seconds, or training images seen.
+    # "seconds" is not reproducible across machines; prefer iterations for comparisons.
+    budget_kind: BudgetKind = "iterations"
+    budget: int = 160
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # applied to conv weights only (not BN, not biases)
+    poly_power: float = 0.9
+    warmup_iters: int = 20  # linear warm-up from lr * warmup_ratio
+    warmup_ratio: float = 0.1
+    loss: Loss = "ce"
+    # OHEM: keep pixels whose probability of the true class is below this, at least min_kept
+    ohem_thresh: float = 0.7
+    ohem_min_kept_frac: float = 1 / 16  # of the labelled pixels in the batch
+    booster_weight: float = 1.0
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    flip: bool = True
+    color_jitter: float = 0.2
+    amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA
+    channels_last: bool = False
+    # network input at evaluation (the paper resizes 2048x1024 to 1024x512); None: native
+    eval_hw: tuple[int, int] | None = None
+    # evaluate every N iterations during training (0: only at the end); used for pruning
+    eval_every: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.crop_hw) == 2 and min(self.crop_hw) >= 32,
+            "crop_hw",
+            self.crop_hw,
+            "needs two sizes of at least 32",
+        )
+        _check(self.batch_size >= 2, "batch_size", self.batch_size, "must be >= 2 (BatchNorm)")
+        _check(
+            self.budget_kind in ("iterations", "seconds", "images"),
+            "budget_kind",
+            self.budget_kind,
+            "expected iterations, seconds or images",
+        )
+        _check(self.budget > 0, "budget", self.budget, "must be > 0")
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.poly_power >= 0, "poly_power", self.poly_power, "must be >= 0")
+        _check(self.warmup_iters >= 0, "warmup_iters", self.warmup_iters, "must be >= 0")
+        _check(0 < self.warmup_ratio <= 1, "warmup_ratio", self.warmup_ratio, "must be in (0, 1]")
+        _check(self.loss in ("ce", "ohem"), "loss", self.loss, "expected ce or ohem")
+        _check(0 < self.ohem_thresh < 1, "ohem_thresh", self.ohem_thresh, "must be in (0, 1)")
+        _check(
+            0 < self.ohem_min_kept_frac <= 1,
+            "ohem_min_kept_frac",
+            self.ohem_min_kept_frac,
+            "must be in (0, 1]",
+        )
+        _check(self.booster_weight >= 0, "booster_weight", self.booster_weight, "must be >= 0")
+        _check(
+            len(self.scales) >= 1 and all(s > 0 for s in self.scales),
+            "scales",
+            self.scales,
+            "needs positive scales",
+        )
+        _check(0 <= self.color_jitter < 1, "color_jitter", self.color_jitter, "must be in [0, 1)")
+        if self.eval_hw is not None:
+            _check(
+                len(self.eval_hw) == 2 and min(self.eval_hw) >= 32,
+                "eval_hw",
+                self.eval_hw,
+                "needs two sizes of at least 32",
+            )
+        _check(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
+
+    def to_json(self, indent: int | None = None) -> str:
+        return canonical_json(self, KIND, indent)
+
+    @property
+    def recipe_id(self) -> str:
+        return short_hash(self.to_json())
+
+    @property
+    def name(self) -> str:
+        """The preset's name when this is one, else ``custom-<id>``."""
+        for name, recipe in RECIPES.items():
+            if recipe == self:
+                return name
+        return f"custom-{self.recipe_id}"
+
+    def replace(self, **changes: object) -> Recipe:
+        return replace_paths(self, changes)
+
+
+RECIPES: dict[str, Recipe] = {
+    "smoke": Recipe(),
+    # The V2 paper's Cityscapes protocol (../shared/paper/README.md, "V2 protocol").
+    # The crop size is not stated unambiguously; 1024x1024 is what reimplementations use.
+    "paper": Recipe(
+        crop_hw=(1024, 1024),
+        batch_size=16,
+        budget_kind="iterations",
+        budget=150_000,
+        lr=5e-2,
+        momentum=0.9,
+        weight_decay=5e-4,
+        poly_power=0.9,
+        warmup_iters=1000,
+        loss="ce",
+        scales=(0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+        flip=True,
+        color_jitter=0.0,
+        amp=True,
+        eval_hw=(512, 1024),
+        eval_every=0,
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise SpecError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})") from None
+
+
+def parse_recipe(text: str) -> Recipe:
+    """``smoke``, ``paper``, or ``NAME:field=value,...`` (e.g. ``smoke:budget=400``)."""
+    base, _, overrides = text.strip().partition(":")
+    recipe = get_recipe(base)
+    aliases = {f: f for f in Recipe.__dataclass_fields__}
+    changes = parse_overrides(overrides, Recipe, aliases)
+    return recipe.replace(**changes) if changes else recipe
+
+
+def recipe_from_json_dict(data: dict) -> Recipe:
+    if data.get("schema") != SCHEMA_VERSION or data.get("kind") != KIND:
+        raise SpecError(f"not a recipe (schema={data.get('schema')!r}, kind={data.get('kind')!r})")
+    return from_dict(Recipe, data.get("fields", {}))
