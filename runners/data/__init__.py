@@ -1,0 +1,33 @@
+"""Datasets, augmentation and the built-in synthetic street scenes.
+
+Submodules: ``labels`` (Cityscapes id tables), ``synth`` (generator and cache),
+``datasets`` (Cityscapes, folder layout, ``parse_data_arg``), ``transforms``.
+The names below are imported lazily so that ``runners.data.synth`` (also run in generator
+worker processes) does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CityscapesDataset": "datasets",
+    "FolderDataset": "datasets",
+    "PairedDataset": "datasets",
+    "DataSource": "datasets",
+    "parse_data_arg": "datasets",
+    "SynthConfig": "synth",
+    "ensure_synth": "synth",
+    "default_synth_root": "synth",
+    "train_transform": "transforms",
+    "eval_transform": "transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,331 @@
+"""Segmentation datasets: Cityscapes (official layout), a generic folder layout, and the
+``--data`` argument that picks one of them (or the built-in synthetic scenes).
+
+Every problem with the files raises ``DataError`` with one line naming the file: the
+folder scan checks pairing when the dataset is built, decoding and label values are
+checked when a sample is loaded, and ``verify()`` loads every sample to check all of it
+up front.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from runners.data.labels import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    LABEL_TO_TRAIN,
+    NUM_CLASSES,
+    VALID_LABEL_MASK,
+)
+from runners.data.synth import SynthConfig, default_synth_root, ensure_synth, read_manifest
+from runners.data.transforms import eval_transform
+from searchspace.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    """Open and fully decode ``path`` (lazy PIL decoding would hide truncated files)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except FileNotFoundError:
+        raise DataError(f"{what} file disappeared: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode {what} {path}: {_one_line(exc)}") from None
+
+
+def _label_array(im: Image.Image, path: Path) -> np.ndarray:
+    """A single-channel label image as uint8; rejects colour and non-integer labels."""
+    if len(im.getbands()) != 1 or im.mode == "F":
+        raise DataError(f"label PNG must be single-channel integer, got mode {im.mode}: {path}")
+    arr = np.asarray(im)
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise DataError(f"label values outside 0..255 (max {int(arr.max())}) in {path}")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+class PairedDataset(Dataset):
+    """Image/label pairs found on disk; subclasses find them and map label values.
+
+    Items are ``transform(image, label)``; with the default ``eval_transform()`` that is
+    (float32 CHW normalised image, int64 HxW trainIds with 255 = ignore).
+    """
+
+    kind = "dataset"
+
+    def __init__(self, root: Path | str, split: str, transform: Callable | None = None) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform if transform is not None else eval_transform()
+        if not self.root.is_dir():
+            raise DataError(f"{self.kind} folder not found: {self.root}")
+        self.samples: list[tuple[Path, Path]] = self._scan()
+
+    def _scan(self) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
+
+    def _to_train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB uint8 HxWx3, trainIds uint8 HxW) of one sample, checked, not transformed."""
+        image_path, label_path = self.samples[index]
+        image = _open_image(image_path, "image")
+        label = _open_image(label_path, "label")
+        if image.size != label.size:
+            raise DataError(
+                f"image is {image.size[0]}x{image.size[1]} but its label is "
+                f"{label.size[0]}x{label.size[1]}: {label_path}"
+            )
+        raw = _label_array(label, label_path)
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return rgb, self._to_train_ids(raw, label_path)
+
+    def __getitem__(self, index: int):
+        image, label = self.read(index)
+        return self.transform(image, label)
+
+    def verify(self, progress: bool = False) -> int:
+        """Decode and check every sample; returns how many were checked."""
+        indices = range(len(self))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=f"check {self.split}", unit="img", leave=False)
+        for index in indices:
+            self.read(index)
+        return len(self)
+
+    def _pair(
+        self,
+        images: dict[str, Path],
+        labels: dict[str, Path],
+        expected_label: Callable[[Path], Path],
+        expected_image: Callable[[Path], Path],
+        where: Path,
+    ) -> list[tuple[Path, Path]]:
+        if not images:
+            raise DataError(f"no images found in {where}")
+        for key, path in sorted(images.items()):
+            if key not in labels:
+                raise DataError(f"image has no label (expected {expected_label(path)}): {path}")
+        for key, path in sorted(labels.items()):
+            if key not in images:
+                raise DataError(f"label has no image (expected {expected_image(path)}): {path}")
+        return [(images[key], labels[key]) for key in sorted(images)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, {self.split!r}, {len(self)} samples)"
+
+
+class CityscapesDataset(PairedDataset):
+    """Cityscapes in its official layout; labelIds are mapped to the 19 trainIds (255 = ignore).
+
+    ``leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png`` pairs with
+    ``gtFine/{split}/{city}/{stem}_gtFine_labelIds.png``. The built-in synthetic scenes use
+    the same layout and ids, so this class reads them too.
+    """
+
+    kind = "Cityscapes"
+    num_classes = NUM_CLASSES
+    class_names = CLASS_NAMES
+    _IMG = "_leftImg8bit.png"
+    _GT = "_gtFine_labelIds.png"
+
+    def _scan(self) -> list[tuple[Path, Path]]:
+        img_dir = self.root / "leftImg8bit" / self.split
+        gt_dir = self.root / "gtFine" / self.split
+        for folder in (img_dir, gt_dir):
+            if not folder.is_dir():
+                raise DataError(f"Cityscapes split folder not found: {folder}")
+        images = {
+            f"{p.parent.name}/{p.name[: -len(self._IMG)]}": p
+            for p in img_dir.glob(f"*/*{self._IMG}")
+        }
+        labels = {
+            f"{p.parent.name}/{p.name[: -len(self._GT)]}": p for p in gt_dir.glob(f"*/*{self._GT}")
+        }
+        if not images:
+            raise DataError(f"no *{self._IMG} images found in {img_dir}/<city>/")
+        return self._pair(
+            images,
+            labels,
+            lambda p: gt_dir / p.parent.name / (p.name[: -len(self._IMG)] + self._GT),
+            lambda p: img_dir / p.parent.name / (p.name[: -len(self._GT)] + self._IMG),
+            img_dir,
+        )
+
+    def _to_train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        known = VALID_LABEL_MASK[raw]
+        if not known.all():
+            bad = np.unique(raw[~known])[:5].tolist()
+            raise DataError(f"label ids {bad} are not Cityscapes labelIds: {path}")
+        return LABEL_TO_TRAIN[raw]
+
+
+class FolderDataset(PairedDataset):
+    """A generic layout: ``images/{split}/*.png|jpg``, ``labels/{split}/<stem>.png`` holding
+    trainIds directly (255 = ignore), and ``classes.txt`` with one class name per line."""
+
+    kind = "folder dataset"
+
+    def __init__(self, root: Path | str, split: str, transform: Callable | None = None) -> None:
+        self.class_names = read_class_names(Path(root))
+        self.num_classes = len(self.class_names)
+        super().__init__(root, split, transform)
+
+    def _scan(self) -> list[tuple[Path, Path]]:
+        img_dir = self.root / "images" / self.split
+        lab_dir = self.root / "labels" / self.split
+        for folder in (img_dir, lab_dir):
+            if not folder.is_dir():
+                raise DataError(f"folder dataset split folder not found: {folder}")
+        images: dict[str, Path] = {}
+        for p in sorted(img_dir.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                if p.stem in images:
+                    raise DataError(
+                        f"two images share the name {p.stem!r}: {images[p.stem]} and {p}"
+                    )
+                images[p.stem] = p
+        labels = {p.stem: p for p in lab_dir.glob("*.png") if p.is_file()}
+        return self._pair(
+            images,
+            labels,
+            lambda p: lab_dir / f"{p.stem}.png",
+            lambda p: img_dir / f"{p.stem}.png|.jpg",
+            img_dir,
+        )
+
+    def _to_train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        bad = (raw >= self.num_classes) & (raw != IGNORE_INDEX)
+        if bad.any():
+            values = np.unique(raw[bad])[:5].tolist()
+            raise DataError(
+                f"label values {values} are not class ids 0..{self.num_classes - 1} or {IGNORE_INDEX}: {path}"
+            )
+        return raw
+
+
+def read_class_names(root: Path) -> tuple[str, ...]:
+    """Class names from ``root/classes.txt``, one per line (blank lines skipped)."""
+    path = root / "classes.txt"
+    if not root.is_dir():
+        raise DataError(f"folder dataset folder not found: {root}")
+    try:
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    except FileNotFoundError:
+        raise DataError(f"class list not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read class list {path}: {_one_line(exc)}") from None
+    if not names:
+        raise DataError(f"class list is empty: {path}")
+    if len(names) > IGNORE_INDEX:
+        raise DataError(f"class list has {len(names)} classes, at most {IGNORE_INDEX} fit: {path}")
+    return names
+
+
+# ----------------------------------------------------------------------- the --data argument
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset chosen on the command line, before any file is read beyond its class list."""
+
+    kind: str  # "synth", "cityscapes" or "folder"
+    path: Path
+    num_classes: int
+    class_names: tuple[str, ...]
+    label: str  # for tables and plots, e.g. "Cityscapes"
+    data_id: str  # stable, for result keys
+    synth_config: SynthConfig | None = None
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.kind == "synth"
+
+    def prepare(self, progress: bool = False) -> Path:
+        """Make the files exist (generates the synthetic set if needed); returns the root."""
+        if self.kind == "synth":
+            return ensure_synth(self.path, self.synth_config, progress=progress)
+        return self.path
+
+    def splits(self) -> list[str]:
+        """The split folders present on disk (after ``prepare``)."""
+        sub = "images" if self.kind == "folder" else "leftImg8bit"
+        folder = self.path / sub
+        if not folder.is_dir():
+            raise DataError(f"{self.label} has no {sub}/ folder: {folder}")
+        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+    def dataset(self, split: str, transform: Callable | None = None) -> PairedDataset:
+        """The dataset of one split; ``transform=None`` means ``eval_transform()``."""
+        if self.kind == "folder":
+            return FolderDataset(self.path, split, transform)
+        return CityscapesDataset(self.prepare(), split, transform)
+
+
+SYNTH_LABEL = "synthetic street scenes (built-in, NOT Cityscapes)"
+_KINDS = ("synth", "cityscapes", "folder")
+
+
+def _existing_config(root: Path) -> SynthConfig | None:
+    manifest = read_manifest(root)
+    try:
+        return SynthConfig.from_dict(manifest["config"]) if manifest else None  # type: ignore[arg-type]
+    except (DataError, TypeError, KeyError):
+        return None  # a damaged manifest: the dataset will be regenerated
+
+
+def parse_data_arg(
+    text: str | None = "synth", synth_config: SynthConfig | None = None
+) -> DataSource:
+    """Parse ``synth`` (default), ``synth:PATH``, ``cityscapes:PATH`` or ``folder:PATH``.
+
+    ``synth`` is the default synthetic dataset in ``default_synth_root()``; ``synth:PATH``
+    is the one generated at PATH (default config if there is none yet); ``synth_config``
+    asks for a particular one. The config's id is the ``data_id``.
+    """
+    text = (text or "synth").strip()
+    kind, sep, path_text = text.partition(":")
+    kind = kind.lower()
+    if kind not in _KINDS:
+        raise DataError(f"unknown data source {text!r}: use synth, cityscapes:PATH or folder:PATH")
+    if kind == "synth":
+        path = Path(path_text).expanduser() if path_text else default_synth_root()
+        config = synth_config or (_existing_config(path) if path_text else None) or SynthConfig()
+        return DataSource(
+            "synth", path, NUM_CLASSES, CLASS_NAMES, SYNTH_LABEL, config.data_id, config
+        )
+    if not sep or not path_text:
+        raise DataError(f"data source {kind!r} needs a folder: {kind}:PATH")
+    path = Path(path_text).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{kind} folder not found: {path}")
+    if kind == "cityscapes":
+        return DataSource("cityscapes", path, NUM_CLASSES, CLASS_NAMES, "Cityscapes", "cityscapes")
+    names = read_class_names(path)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.resolve().name).strip("-") or "data"
+    return DataSource(
+        "folder", path, len(names), names, f"folder dataset {path.name}", f"folder-{slug}"
+    )
