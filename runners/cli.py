@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,13 +24,21 @@ def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> None:
     """Run ``main`` and turn toolkit errors into one line on stderr and exit status 2."""
+    module = getattr(main, "__module__", "") or ""
+    if module == "__main__" or not module:
+        module = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "toolkit"
+    prog = module.removesuffix(".__main__")
     try:
         code = main(argv)
     except ToolkitError as exc:
-        prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "toolkit"
-        sys.stderr.write(f"{prog}: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {' '.join(str(exc).split())}\n")
         raise SystemExit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
+    except BrokenPipeError:
+        # the reader (say, `| head`) went away: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
     raise SystemExit(code or 0)
