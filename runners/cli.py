@@ -26,7 +26,8 @@ def run_cli(
     """Run ``main`` and turn toolkit errors into one line on stderr and exit status 2."""
     module = getattr(main, "__module__", "") or ""
     if module == "__main__" or not module:
-        module = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "toolkit"
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else sys.argv[0].rsplit("/", 1)[-1]
     prog = module.removesuffix(".__main__")
     try:
         code = main(argv)
