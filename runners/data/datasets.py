@@ -321,7 +321,7 @@ def parse_data_arg(
         raise DataError(f"data source {kind!r} needs a folder: {kind}:PATH")
     path = Path(path_text).expanduser()
     if not path.is_dir():
-        raise DataError(f"{kind} folder not found: {path}")
+        raise DataError(f"{kind} dataset folder not found: {path}")
     if kind == "cityscapes":
         return DataSource("cityscapes", path, NUM_CLASSES, CLASS_NAMES, "Cityscapes", "cityscapes")
     names = read_class_names(path)
