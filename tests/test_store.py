@@ -1,0 +1,359 @@
+"""The result store: atomic writes under SIGKILL, one run per key across processes, stale
+locks, corrupt records that are reported and never overwritten, unwritable folders."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.records import RecordKey, load_records, read_record, record_paths
+from runners.store import Store, build_record
+from searchspace.errors import StoreError
+from searchspace.presets import PRESETS
+from searchspace.recipes import get_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_record(key, status="ok", miou=0.5, marker=""):
+    """A minimal valid record (also exec'd in the child processes, see ``run_child``)."""
+    return {
+        "schema": 1,
+        "key": key.to_dict(),
+        "status": status,
+        "reason": None if status == "ok" else "fake failure",
+        "metrics": {"miou": miou if status == "ok" else None, "macs": 1000, "params": 10},
+        "context": {"marker": marker},
+    }
+
+
+def key(i: int, seed: int = 0) -> RecordKey:
+    return RecordKey(f"spec{i:03d}", "recipe0", "synth-test", seed)
+
+
+def run_child(code: str, *args: str) -> subprocess.Popen:
+    header = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+    script = header + inspect.getsource(make_record) + textwrap.dedent(code)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# --- records --------------------------------------------------------------------------
+
+
+def test_put_get_and_needs_run(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    k = key(1)
+    assert store.needs_run(k) and not store.exists(k) and store.get(k) is None
+    path = store.put(make_record(k))
+    assert path == tmp_path / "records" / "spec001" / "recipe0__synth-test__s0.json"
+    assert store.exists(k) and store.get(k)["metrics"]["miou"] == 0.5
+    assert not store.needs_run(k)
+    assert store.needs_run(k, force=True)
+    with pytest.raises(StoreError, match="already finished"):
+        store.put(make_record(k, miou=0.6))
+    store.put(make_record(k, miou=0.6), force=True)
+    assert store.get(k)["metrics"]["miou"] == 0.6
+
+    f = key(2)
+    store.put(make_record(f, status="failed"))
+    assert store.needs_run(f) and not store.needs_run(f, retry_failed=False)
+    store.put(make_record(f))  # a failed record may be replaced without force
+    assert [r["key"]["spec_id"] for r in store] == ["spec001", "spec002"]
+    assert store.keys() == [k, f]
+
+
+def test_records_are_plain_json_with_nan_as_null(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    k = key(1)
+    rec = make_record(k)
+    rec["metrics"]["per_class_iou"] = {"road": 0.9, "train": float("nan")}
+    rec["metrics"]["macs_input_hw"] = (512, 1024)
+    path = store.put(rec)
+    data = json.loads(path.read_text())  # strict JSON: no NaN, tuples as lists
+    assert data["metrics"]["per_class_iou"] == {"road": 0.9, "train": None}
+    assert data["metrics"]["macs_input_hw"] == [512, 1024]
+    with pytest.raises(StoreError, match="miou"):
+        store.put(make_record(key(2), miou=73.4))  # percent instead of 0..1
+    with pytest.raises(StoreError, match="dataset_id"):
+        RecordKey("abc", "def", "../escape", 0)
+
+
+def test_build_record_from_spec_and_recipe(tmp_path: Path) -> None:
+    spec, recipe = PRESETS["bisenetv2"], get_recipe("smoke")
+    dataset = {"id": "synth-abc", "label": "synthetic", "is_builtin": True, "num_classes": 19}
+    rec = build_record(spec, recipe, dataset, 3, metrics={"miou": 0.25}, env={"device": "cpu"})
+    assert rec["key"] == {
+        "spec_id": spec.spec_id,
+        "recipe_id": recipe.recipe_id,
+        "dataset_id": "synth-abc",
+        "seed": 3,
+    }
+    assert rec["spec"] == json.loads(spec.to_json()) and rec["spec_string"] == "v2"
+    assert rec["recipe_name"] == "smoke"
+    path = Store(tmp_path).put(rec)
+    frame = load_records(tmp_path)
+    assert frame.loc[0, "spec_id"] == spec.spec_id and frame.loc[0, "miou"] == 0.25
+    assert read_record(path) == rec
+
+
+# --- atomicity and resume under SIGKILL ------------------------------------------------
+
+WRITER = """
+    import os, stat, time
+    from runners.store import Store
+    from analysis.records import RecordKey
+    real_fsync = os.fsync
+    def slow_fsync(fd):  # widen the window between "temp file written" and "renamed"
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            time.sleep(0.01 if len(os.listdir(sys.argv[1] + "/records")) < 5 else 0.2)
+        real_fsync(fd)
+    os.fsync = slow_fsync
+    store = Store(sys.argv[1])
+    for i in range(40):
+        k = RecordKey(f"spec{i:03d}", "recipe0", "synth-test", 0)
+        if store.needs_run(k):
+            store.put(make_record(k, marker="first"))
+"""
+
+
+def test_sigkill_mid_write_leaves_only_whole_records_and_resume_completes(tmp_path: Path) -> None:
+    child = run_child(WRITER, str(tmp_path))
+    deadline = time.monotonic() + 30
+    # kill while a temp file exists, after a few records are complete
+    while len(record_paths(tmp_path)) < 5 or not list(tmp_path.glob("records/*/.*.tmp")):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "writer made no progress"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    assert child.returncode == -signal.SIGKILL
+
+    done = record_paths(tmp_path)
+    assert 5 <= len(done) < 40, "the kill should land mid-run"
+    before = {p: p.read_bytes() for p in done}
+    for path in done:
+        read_record(path)  # every record file is whole and valid
+    debris = list(tmp_path.glob("records/*/.*.tmp"))
+    assert debris, "the kill should land between writing a temp file and renaming it"
+    assert not set(debris) & set(done)  # temp files never look like records
+    assert load_records(tmp_path).shape[0] == len(done)
+
+    store = Store(tmp_path)  # a new start removes the dead writer's temp files
+    assert not list(tmp_path.glob("records/*/.*.tmp"))
+    keys = [key(i) for i in range(40)]
+    summary = store.run_keys(keys, lambda k: make_record(k, marker="second"))
+    assert len(summary.ran) == 40 - len(done) and len(summary.skipped) == len(done)
+    final = record_paths(tmp_path)
+    assert len(final) == 40
+    assert sorted(RecordKey.from_dict(read_record(p)["key"]) for p in final) == keys
+    assert all(p.read_bytes() == data for p, data in before.items())  # not recomputed
+
+
+# --- two processes on one folder -------------------------------------------------------
+
+WORKER = """
+    import json, os, time
+    from pathlib import Path
+    from runners.store import Store
+    from analysis.records import RecordKey
+    results, logs, force, go = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1", Path(sys.argv[4])
+    store = Store(results)
+    keys = [RecordKey(f"spec{i:03d}", "recipe0", "synth-test", 0) for i in range(20)]
+    def work(k):
+        fd = os.open(logs / f"{k.spec_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, f"{os.getpid()}\\n".encode())
+        os.close(fd)
+        time.sleep(0.04)
+        return make_record(k, marker=str(os.getpid()))
+    while not go.exists():
+        time.sleep(0.005)
+    s = store.run_keys(keys, work, force=force)
+    print(json.dumps({"ran": len(s.ran), "busy": len(s.busy), "skipped": len(s.skipped)}))
+"""
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["fresh", "forced-rerun"])
+def test_two_processes_run_each_key_exactly_once(tmp_path: Path, force: bool) -> None:
+    results, logs, go = tmp_path / "results", tmp_path / "logs", tmp_path / "go"
+    logs.mkdir()
+    if force:  # a finished folder, re-run with --force by two processes at once
+        store = Store(results)
+        for i in range(20):
+            store.put(make_record(key(i), marker="old"))
+    procs = [run_child(WORKER, str(results), str(logs), str(int(force)), str(go)) for _ in range(2)]
+    time.sleep(0.3)
+    go.touch()
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    stats = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+    runs = {p.stem: p.read_text().split() for p in logs.glob("*.log")}
+    assert len(runs) == 20
+    assert all(len(pids) == 1 for pids in runs.values()), runs
+    assert sum(s["ran"] for s in stats) == 20
+    assert len({pid for pids in runs.values() for pid in pids}) == 2, "both workers took part"
+    markers = {read_record(p)["context"]["marker"] for p in record_paths(results)}
+    assert "old" not in markers and len(record_paths(results)) == 20
+    assert not list((results / "locks").iterdir())  # every lock released
+
+
+# --- claims and stale locks ------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _write_lock(store: Store, k: RecordKey, **holder: object) -> Path:
+    path = store.lock_path(k)
+    path.write_text(json.dumps({"token": "theirs", **holder}))
+    return path
+
+
+def test_claim_is_exclusive_and_released(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    k = key(1)
+    with store.claim(k) as first:
+        assert first and store.lock_path(k).exists()
+        with store.claim(k) as second:  # our own live pid holds it
+            assert not second
+            assert second.holder["pid"] == os.getpid()
+    assert not store.lock_path(k).exists()
+
+
+def test_stale_locks_are_broken(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    now, host = time.time(), socket.gethostname()
+
+    dead = _write_lock(store, key(1), pid=_dead_pid(), hostname=host, heartbeat=now)
+    with store.claim(key(1)) as claim:
+        assert claim, "a lock of a dead pid on this host is stale"
+        assert json.loads(dead.read_text())["token"] == claim.token
+
+    old = _write_lock(store, key(2), pid=1, hostname="elsewhere", heartbeat=now - 3600)
+    os.utime(old, (now - 3600, now - 3600))
+    with store.claim(key(2)) as claim:
+        assert claim, "a lock whose heartbeat is older than the timeout is stale"
+
+    _write_lock(store, key(3), pid=1, hostname="elsewhere", heartbeat=now)
+    with store.claim(key(3)) as claim:
+        assert not claim, "a fresh heartbeat from another host is live"
+        assert claim.holder["hostname"] == "elsewhere"
+
+    _write_lock(store, key(4), pid=os.getppid(), hostname=host, heartbeat=now - 60)
+    with store.claim(key(4)) as claim:
+        assert not claim, "a live pid on this host holds it"
+
+    empty = store.lock_path(key(5))
+    empty.touch()  # created, not yet written: live for a grace period
+    with store.claim(key(5)) as claim:
+        assert not claim
+    os.utime(empty, (now - 120, now - 120))
+    with store.claim(key(5)) as claim:
+        assert claim
+    assert not list(store.locks_dir.glob("*.stale-*"))
+    assert (store.lock_path(key(3))).exists() and store.lock_path(key(4)).exists()
+
+
+def test_heartbeat_refreshes_and_detects_a_takeover(tmp_path: Path) -> None:
+    store = Store(tmp_path, heartbeat_s=0.05)
+    k = key(1)
+    with store.claim(k) as claim:
+        first = json.loads(store.lock_path(k).read_text())["heartbeat"]
+        time.sleep(0.25)
+        assert json.loads(store.lock_path(k).read_text())["heartbeat"] > first
+        assert not claim.lost
+        # what a breaker does: rename the lock away, create its own
+        store.lock_path(k).rename(tmp_path / "aside")
+        store.lock_path(k).write_text(json.dumps({"token": "usurper", "pid": 1}))
+        time.sleep(0.3)
+        assert claim.lost
+    assert json.loads(store.lock_path(k).read_text())["token"] == "usurper"  # not deleted
+
+
+def test_breaking_a_live_lock_puts_it_back(tmp_path: Path) -> None:
+    holder, breaker = Store(tmp_path, heartbeat_s=0.05), Store(tmp_path)
+    with holder.claim(key(1)) as claim:
+        path = holder.lock_path(key(1))
+        breaker._break(path, inode=-1)  # judged stale from an outdated look
+        assert claim.owned() and json.loads(path.read_text())["token"] == claim.token
+        time.sleep(0.15)
+        assert not claim.lost
+    assert not path.exists() and not list(holder.locks_dir.iterdir())
+
+
+# --- corrupt records -------------------------------------------------------------------
+
+
+def test_corrupt_records_are_reported_skipped_and_never_overwritten(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    good, bad_json, moved, old_schema = key(1), key(2), key(3), key(4)
+    store.put(make_record(good))
+    for k in (bad_json, moved, old_schema):
+        store.path(k).parent.mkdir(parents=True, exist_ok=True)
+    store.path(bad_json).write_text('{"schema": 1, "key": ')
+    store.path(moved).write_text(store.path(good).read_text())  # key does not match the name
+    store.path(old_schema).write_text(json.dumps({**make_record(old_schema), "schema": 0}))
+
+    assert [r["key"]["spec_id"] for r in store] == ["spec001"]
+    reported = "\n".join(store.problems)
+    for k in (bad_json, moved, old_schema):
+        assert str(store.path(k)) in reported
+    assert "bad JSON" in reported and "does not match" in reported and "schema=0" in reported
+    frame = load_records(tmp_path)
+    assert len(frame) == 1 and len(frame.attrs["problems"]) == 3
+    assert not store.exists(bad_json)
+
+    assert not store.needs_run(bad_json)  # skipped, not silently recomputed
+    assert store.needs_run(bad_json, force=True)
+    with pytest.raises(StoreError, match=str(store.path(bad_json))):
+        store.put(make_record(bad_json))
+    assert store.path(bad_json).read_text() == '{"schema": 1, "key": '
+
+    store.put(make_record(bad_json), force=True)
+    assert store.get(bad_json)["status"] == "ok"
+    (aside,) = store.path(bad_json).parent.glob("*.corrupt-*")
+    assert aside.read_text() == '{"schema": 1, "key": '  # moved aside, not deleted
+    assert aside not in record_paths(tmp_path)
+
+
+# --- unwritable folders ----------------------------------------------------------------
+
+
+def test_unwritable_results_folder_is_one_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: chmod does not make a folder unwritable")
+        with pytest.raises(StoreError, match=f"results folder {folder} is not writable"):
+            Store(folder)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_results_folder_below_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="is not writable") as err:
+        Store(blocker / "results")
+    assert "\n" not in str(err.value)
