@@ -1,0 +1,195 @@
+"""Speed-accuracy plots in the manner of the V2 paper's Figure 1, from measured results.
+
+Measured points (mean mIoU over seeds, error bar = sample std) and their Pareto front
+(lower latency and higher mIoU) sit on one panel; the paper's own points sit on a second
+panel because they were timed on another device (GTX 1080 Ti, TensorRT) and trained on
+Cityscapes: the two are never drawn on one axis. Figures are drawn with matplotlib's
+object API on the Agg canvas (no pyplot, so importing this module changes no global
+backend) and saved as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from searchspace.tables import PAPER_DIR
+
+HEADLINE_CSV = PAPER_DIR / "bisenetv2_headline.csv"
+XAxis = Literal["latency_ms", "fps"]
+POINT_COLUMNS = ("label", "latency_ms", "fps", "miou_pct", "miou_std_pct", "n_seeds")
+
+
+def points_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One point per measured row of a ``build_table`` frame (rows without data dropped)."""
+    sel = table.dropna(subset=["latency_ms", "miou_pct"])
+    out = pd.DataFrame(
+        {
+            "label": sel["row"].astype(str),
+            "latency_ms": sel["latency_ms"].astype(float),
+            "miou_pct": sel["miou_pct"].astype(float),
+            "miou_std_pct": sel["miou_std_pct"].astype(float),
+            "n_seeds": sel["n_seeds"],
+        }
+    )
+    out["fps"] = 1000.0 / out["latency_ms"]
+    return out[list(POINT_COLUMNS)].reset_index(drop=True)
+
+
+def points_from_records(
+    records: pd.DataFrame, labels: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """One point per (spec, recipe, dataset) of ok records; label from ``labels[spec_id]``.
+
+    Without a label the compact spec string names the point.
+    """
+    ok = records[(records["status"] == "ok")].dropna(subset=["miou", "latency_ms"])
+    rows = []
+    for (spec_id, _recipe, _data), group in ok.groupby(["spec_id", "recipe_id", "dataset_id"]):
+        miou = group["miou"] * 100.0
+        label = (labels or {}).get(spec_id) or str(group["spec_string"].iloc[0] or spec_id)
+        rows.append(
+            {
+                "label": label,
+                "latency_ms": float(group["latency_ms"].median()),
+                "miou_pct": float(miou.mean()),
+                "miou_std_pct": float(miou.std(ddof=1)) if len(miou) >= 2 else float("nan"),
+                "n_seeds": len(miou),
+            }
+        )
+    out = pd.DataFrame(rows, columns=[c for c in POINT_COLUMNS if c != "fps"])
+    out["fps"] = 1000.0 / out["latency_ms"]
+    return out[list(POINT_COLUMNS)]
+
+
+def paper_points(path: Path | str = HEADLINE_CSV) -> pd.DataFrame:
+    """The paper's headline speed-accuracy points (val mIoU, FPS on its GPU)."""
+    raw = pd.read_csv(path)
+    out = pd.DataFrame(
+        {
+            "label": raw["model"],
+            "fps": raw["fps"].astype(float),
+            "miou_pct": raw["val_miou"].astype(float),
+            "device": raw["gpu"],
+        }
+    )
+    out["latency_ms"] = 1000.0 / out["fps"]
+    return out
+
+
+def pareto_front(
+    points: pd.DataFrame, x: XAxis = "latency_ms", y: str = "miou_pct"
+) -> pd.DataFrame:
+    """Points no other point beats on both speed and accuracy, sorted by ``x``.
+
+    Lower is better for latency, higher for FPS; higher is better for mIoU. Ties in speed
+    keep only the more accurate point.
+    """
+    if points.empty:
+        return points.copy()
+    faster_first = points.sort_values([x, y], ascending=[x == "latency_ms", False])
+    keep, best = [], float("-inf")
+    for idx, value in faster_first[y].items():
+        if value > best:
+            keep.append(idx)
+            best = value
+    return points.loc[keep].sort_values(x)
+
+
+def plot_speed_accuracy(
+    points: pd.DataFrame,
+    out_stem: Path | str,
+    *,
+    x: XAxis = "latency_ms",
+    paper: pd.DataFrame | None = None,
+    title: str = "Speed vs accuracy",
+    measured_label: str = "measured",
+) -> list[Path]:
+    """Draw measured ``points`` (``points_from_*``) and save ``<out_stem>.png`` and ``.svg``.
+
+    ``paper`` (e.g. ``paper_points()``) adds a separate panel for the paper's numbers.
+    ``measured_label`` names the device and data of the measured panel. Returns the paths.
+    """
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    x_label = "latency (ms, lower is faster)" if x == "latency_ms" else "frames per second"
+    panels = 2 if paper is not None and not paper.empty else 1
+    with matplotlib.rc_context({"svg.hashsalt": "bisenet-lab", "font.size": 9}):
+        fig = Figure(figsize=(6.5 if panels == 1 else 11.0, 4.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, panels, squeeze=False)[0]
+        _measured_panel(axes[0], points, x, x_label, measured_label)
+        if panels == 2:
+            _paper_panel(axes[1], paper, x, x_label)
+        fig.suptitle(title)
+        paths = []
+        for suffix in (".png", ".svg"):
+            path = out_stem.with_suffix(suffix)
+            fig.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else None)
+            paths.append(path)
+    return paths
+
+
+def _measured_panel(ax, points: pd.DataFrame, x: XAxis, x_label: str, label: str) -> None:
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel(x_label)
+    ax.margins(0.1)
+    ax.set_ylabel("mIoU (%)")
+    ax.grid(True, alpha=0.3)
+    if points.empty:
+        ax.text(0.5, 0.5, "no measured points", ha="center", va="center", transform=ax.transAxes)
+        return
+    yerr = points["miou_std_pct"].fillna(0.0)
+    ax.errorbar(
+        points[x],
+        points["miou_pct"],
+        yerr=yerr,
+        fmt="o",
+        color="tab:blue",
+        ecolor="tab:blue",
+        capsize=3,
+        label="measured (mean ± std over seeds)",
+    )
+    for _, p in points.iterrows():
+        ax.annotate(
+            str(p["label"]),
+            (p[x], p["miou_pct"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    front = pareto_front(points, x)
+    ax.step(
+        front[x],
+        front["miou_pct"],
+        where="post" if x == "latency_ms" else "pre",
+        color="tab:orange",
+        linewidth=1.2,
+        label="Pareto front (measured)",
+    )
+    ax.legend(loc="lower right", fontsize=7)
+
+
+def _paper_panel(ax, paper: pd.DataFrame, x: XAxis, x_label: str) -> None:
+    devices = "; ".join(sorted(set(paper.get("device", pd.Series(["paper"])).astype(str))))
+    ax.set_title(f"paper: Cityscapes val, timed on {devices} (another device)", fontsize=9)
+    ax.set_xlabel(x_label + (" = 1000 / paper FPS" if x == "latency_ms" else ""))
+    ax.margins(0.2)
+    ax.set_ylabel("mIoU (%), paper")
+    ax.grid(True, alpha=0.3)
+    ax.scatter(paper[x], paper["miou_pct"], marker="*", s=90, color="tab:red", label="paper")
+    for _, p in paper.iterrows():
+        ax.annotate(
+            str(p["label"]),
+            (p[x], p["miou_pct"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    ax.legend(loc="lower right", fontsize=7)

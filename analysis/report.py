@@ -1,0 +1,240 @@
+"""A Markdown report of stored results: paper vs measured tables, plots, claims, environment.
+
+    python -m analysis.report --results-dir DIR [--recipe smoke] [--dataset ID]
+                              [--tables 2,3a] --out report.md
+
+Figures go to ``<out stem>_figures/`` beside the report and are linked relatively, so the
+folder can be moved or committed as a whole. Everything is read from the records; no
+torch, nothing is run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.claims import CLAIMS, SINGLE_RUN_SPREAD_PTS, Verdict, evaluate_claims
+from analysis.cli import ArgumentParser, run_cli
+from analysis.plots import paper_points, plot_speed_accuracy, points_from_table
+from analysis.records import load_records, records_root
+from analysis.tables import (
+    as_recipe,
+    build_table,
+    markdown_grid,
+    pick_dataset,
+    row_recipe,
+    to_markdown,
+)
+from searchspace.errors import SpecError, StoreError, UsageError
+from searchspace.recipes import Recipe
+from searchspace.tables import get_table, table_names
+
+PROG = "analysis.report"
+
+
+def parse_tables(text: str | None) -> list[str] | None:
+    """``2,3a`` -> ["2", "3a"]; None -> None (every table with results)."""
+    if not text:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        try:
+            get_table(name)
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+    return names
+
+
+def _recipe_ids(recipe: Recipe, tables: Sequence[str]) -> set[str]:
+    return {
+        row_recipe(row, recipe).recipe_id
+        for t in tables
+        for row in get_table(t).rows
+        if row.spec is not None
+    }
+
+
+def _environment_section(records: pd.DataFrame) -> str:
+    cols = {
+        "env_torch": "torch",
+        "env_python": "python",
+        "env_device": "device",
+        "env_cpu": "cpu",
+        "env_hostname": "host",
+        "latency_threads": "threads",
+        "latency_dtype": "dtype",
+    }
+    if records.empty:
+        return "No records.\n"
+    sel = records[list(cols)].astype("string").fillna("?")
+    counts = sel.value_counts(dropna=False).reset_index(name="records")
+    body = [[str(v) for v in row] for row in counts.itertuples(index=False)]
+    headers = [*cols.values(), "records"]
+    return markdown_grid(headers, body, ["l"] * len(cols) + ["r"]) + "\n"
+
+
+def _claims_section(verdicts: Sequence[Verdict]) -> str:
+    headers = ["Claim", "Table", "Measured", "Numbers", "On the paper's numbers"]
+    body = [
+        [
+            f"{v.claim.text} (`{v.claim.id}`)",
+            v.claim.table,
+            f"**{v.outcome}**",
+            v.detail,
+            f"{v.paper_outcome}: {v.paper_detail}",
+        ]
+        for v in verdicts
+    ]
+    tally = pd.Series([v.outcome for v in verdicts]).value_counts()
+    summary = ", ".join(f"{n} {k}" for k, n in tally.items())
+    rule = (
+        "Rule: a difference of mean mIoU counts only beyond a margin, the larger seed std of "
+        f"the two rows ({SINGLE_RUN_SPREAD_PTS:g} point when a row has a single seed, the "
+        "run-to-run spread reported for reimplementations); within it the verdict is "
+        "*inconclusive*. Cost claims compare exact MAC counts. The last column applies the "
+        "same rule to the paper's single-run numbers (see `analysis/claims.py`)."
+    )
+    return f"{summary}.\n\n{rule}\n\n{markdown_grid(headers, body, ['l'] * 5)}\n"
+
+
+def render_report(
+    records: pd.DataFrame,
+    out: Path | str,
+    *,
+    recipe: Recipe | str = "smoke",
+    dataset_id: str | None = None,
+    tables: Sequence[str] | None = None,
+    source: str = "",
+) -> str:
+    """The report's Markdown for ``records`` (``load_records``); figures are written now.
+
+    ``tables=None`` takes every table with at least one matching record.
+    """
+    out = Path(out)
+    base = as_recipe(recipe)
+    names = list(tables) if tables else list(table_names())
+    if dataset_id is not None and dataset_id not in set(records["dataset_id"]):
+        present = ", ".join(sorted(set(records["dataset_id"].dropna()))) or "none"
+        raise UsageError(f"no records on dataset {dataset_id!r} (datasets present: {present})")
+    if dataset_id is None:
+        dataset_id = pick_dataset(records, _recipe_ids(base, names))
+    if dataset_id is None:
+        present = ", ".join(sorted(set(records["recipe_name"].dropna().astype(str)))) or "none"
+        raise UsageError(
+            f"no records for recipe {base.name} ({base.recipe_id}) in these tables "
+            f"(recipes present: {present}); choose one with --recipe"
+        )
+    built = {t: build_table(t, records, base, dataset_id) for t in names}
+    if not tables:
+        built = {
+            t: f
+            for t, f in built.items()
+            if (f["n_seeds"].fillna(0) + f["n_failed"].fillna(0)).sum()
+        }
+    if not built:
+        raise UsageError(f"no records for recipe {base.name} on dataset {dataset_id!r}")
+    used_ids = _recipe_ids(base, list(built))
+    used = records[(records["dataset_id"] == dataset_id) & records["recipe_id"].isin(used_ids)]
+    first = next(iter(built.values()))
+    label, builtin = first.attrs["dataset_label"], first.attrs["is_builtin"]
+
+    figures = out.parent / f"{out.stem}_figures"
+    parts = [
+        "# BiSeNet V2 ablations: the paper's numbers beside measured ones\n",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
+        f"`{source or 'records'}`; recipe **{base.name}** (`{base.recipe_id}`); "
+        f"dataset **{label}** (`{dataset_id}`).\n",
+    ]
+    if builtin:
+        parts.append(
+            "> **WARNING: these results are on the toolkit's built-in SYNTHETIC street "
+            "scenes, NOT on Cityscapes.** Measured mIoU is not comparable with the paper's "
+            "numbers; only the ordering of rows measured here, and the complexity columns, "
+            "can be compared.\n"
+        )
+    n_ok = int((used["status"] == "ok").sum())
+    parts.append(
+        f"## Records\n\n{len(used)} records used ({n_ok} ok, {len(used) - n_ok} failed); "
+        f"{len(records) - len(used)} other records in the folder (other recipe, dataset or "
+        "table) are not part of this report.\n"
+    )
+    problems = records.attrs.get("problems") or []
+    if problems:
+        parts.append("Skipped files:\n\n" + "\n".join(f"- {p}" for p in problems) + "\n")
+
+    for name, frame in built.items():
+        parts.append(to_markdown(frame, heading_level=2))
+        points = points_from_table(frame)
+        if points.empty:
+            continue
+        device = "; ".join(frame.attrs.get("latency_setups") or ["unknown device"])
+        paths = plot_speed_accuracy(
+            points,
+            figures / f"table_{name}",
+            paper=paper_points(),
+            title=f"Table {name}: speed vs accuracy",
+            measured_label=f"measured on {device}; data: {label}",
+        )
+        png, svg = (os.path.relpath(p, out.parent) for p in paths)
+        parts.append(f"![Table {name}: speed vs accuracy]({png})\n\n([SVG]({svg}))\n")
+
+    parts.append("## Claims\n")
+    if builtin:
+        parts.append(f"The measured verdicts are about {label}, not about Cityscapes.\n")
+    parts.append(_claims_section(evaluate_claims(records, base, dataset_id, CLAIMS)))
+    parts.append("## Environment of the measurements\n")
+    parts.append(_environment_section(used))
+    return "\n".join(parts)
+
+
+def write_report(
+    results_dir: Path | str,
+    out: Path | str,
+    *,
+    recipe: Recipe | str = "smoke",
+    dataset_id: str | None = None,
+    tables: Sequence[str] | None = None,
+) -> Path:
+    """Load the records of ``results_dir`` and write the report to ``out``; returns ``out``."""
+    results_dir, out = Path(results_dir), Path(out)
+    if not records_root(results_dir).is_dir():
+        raise StoreError(f"results folder {results_dir} not found")
+    records = load_records(results_dir)
+    if records.empty:
+        raise StoreError(f"no records in {results_dir}")
+    text = render_report(
+        records, out, recipe=recipe, dataset_id=dataset_id, tables=tables, source=str(results_dir)
+    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--results-dir", required=True, type=Path, help="results folder")
+    parser.add_argument("--recipe", default="smoke", help="base recipe (smoke, paper, smoke:k=v)")
+    parser.add_argument("--dataset", default=None, help="dataset id (default: the only one)")
+    parser.add_argument("--tables", default=None, help="e.g. 2,3a (default: all with results)")
+    parser.add_argument("--out", required=True, type=Path, help="the Markdown file to write")
+    args = parser.parse_args(argv)
+    path = write_report(
+        args.results_dir,
+        args.out,
+        recipe=args.recipe,
+        dataset_id=args.dataset,
+        tables=parse_tables(args.tables),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,311 @@
+"""Analysis from stored records: tables beside the paper, plots, claim verdicts, the report.
+
+Runs on the committed hand-made fixture (tests/fixtures/records, see its README) and on
+records made here; nothing imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from analysis.claims import (
+    CLAIMS,
+    SINGLE_RUN_SPREAD_PTS,
+    Claim,
+    RowStats,
+    evaluate_claims,
+    margin,
+    verdicts_frame,
+)
+from analysis.plots import paper_points, pareto_front, plot_speed_accuracy, points_from_table
+from analysis.records import load_records, records_to_frame
+from analysis.report import write_report
+from analysis.tables import build_table, to_csv, to_latex, to_markdown
+from searchspace.errors import UsageError
+from searchspace.recipes import get_recipe, recipe_from_json_dict
+from searchspace.tables import get_table
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "records"
+
+
+@pytest.fixture(scope="module")
+def fixture_records() -> pd.DataFrame:
+    return load_records(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def fixture_recipe(fixture_records: pd.DataFrame):
+    """The fixture's own recipe, so that a change to the smoke preset cannot break the match."""
+    import json
+
+    path = fixture_records["path"].iloc[0]
+    return recipe_from_json_dict(json.loads(Path(path).read_text())["recipe"])
+
+
+def test_fixture_loads_and_matches_the_current_table_specs(fixture_records, fixture_recipe):
+    assert len(fixture_records) == 18 and fixture_records.attrs["problems"] == []
+    assert (fixture_records["status"] == "failed").sum() == 1
+    assert set(fixture_records["seed"]) == {0, 1}
+    assert fixture_records["is_builtin"].all()
+    wanted = {r.spec.spec_id for t in ("2", "3a") for r in get_table(t).runnable}
+    assert wanted <= set(fixture_records["spec_id"]), (
+        "the table specs changed their ids: regenerate tests/fixtures/records (see its README)"
+    )
+    assert fixture_records["gmacs"].between(7, 27).all()
+
+
+def test_table_beside_the_paper(fixture_records, fixture_recipe):
+    table = build_table("2", fixture_records, fixture_recipe)
+    bga = table.set_index("row").loc["bga"]
+    assert bga["miou_pct"] == pytest.approx(34.8)
+    assert bga["miou_std_pct"] == pytest.approx(0.4243, abs=1e-4)
+    assert bga["n_seeds"] == 2 and bga["miou_paper_pct"] == 69.67
+    assert bga["gmacs"] == pytest.approx(21.1768, abs=1e-4)
+    assert bga["gmacs_delta_pct"] == pytest.approx(0.127, abs=1e-3)
+    assert bga["latency_ms"] == pytest.approx(456.55)
+    assert pd.isna(bga["miou_delta_pts"])  # synthetic data: not comparable with the paper
+    assert table.set_index("row").loc["bga_booster_ohem", "status"] == "not run"
+
+    md = to_markdown(table)
+    assert "NOT Cityscapes" in md and "NOT comparable" in md
+    assert "| bga | Detail + Semantic fused by BGA | `v2:bst=none` | 5.26 | 21.15 | 21.18 |" in md
+    assert "| 34.80 | 0.42 | 2 | 69.67 |  | ok |" in md
+    assert "`v2` + recipe `loss=ohem` |  | 21.15 |" in md
+
+    lam = build_table("3a", fixture_records, fixture_recipe).set_index("row")
+    assert lam.loc["lambda_1_16", "n_seeds"] == 1 and lam.loc["lambda_1_16", "n_failed"] == 1
+    assert lam.loc["lambda_1_16", "status"].startswith("1 ok, 1 failed: training diverged")
+    assert pd.isna(lam.loc["lambda_1_16", "miou_std_pct"])
+
+    tex = to_latex(table)
+    assert r"\toprule" in tex and "69.67" in tex and r"bga\_booster" in tex and "34.80" in tex
+    csv = pd.read_csv(io.StringIO(to_csv(table)))
+    assert list(csv["row"]) == [r.row for r in get_table("2").rows]
+    assert csv["is_builtin"].all() and csv.loc[4, "miou_pct"] == pytest.approx(34.8)
+
+    unsupported = build_table("6", fixture_records, fixture_recipe).set_index("row")
+    assert unsupported.loc["resnet18", "status"].startswith("unsupported: needs ImageNet")
+
+
+def _record(table: str, row: str, seed: int, miou: float | None, **kw: Any) -> dict[str, Any]:
+    """A hand-made record for a paper row under the smoke recipe."""
+    paper_row = get_table(table).row(row)
+    recipe = get_recipe("smoke").replace(**paper_row.recipe_changes)
+    status = kw.get("status", "ok")
+    return {
+        "schema": 1,
+        "key": {
+            "spec_id": paper_row.spec.spec_id,
+            "recipe_id": recipe.recipe_id,
+            "dataset_id": kw.get("dataset_id", "synth-test"),
+            "seed": seed,
+        },
+        "status": status,
+        "reason": None if status == "ok" else "fake failure",
+        "dataset": {
+            "id": kw.get("dataset_id", "synth-test"),
+            "label": "x",
+            "is_builtin": kw.get("builtin", True),
+        },
+        "metrics": {
+            "miou": miou,
+            "macs": kw.get("macs", 21_000_000_000),
+            "params": kw.get("params", 5_000_000),
+            "latency_ms": {"median": kw.get("latency", 100.0)},
+        },
+    }
+
+
+def test_delta_is_shown_for_real_data_and_datasets_are_not_mixed():
+    records = records_to_frame(
+        [
+            _record("2", "bga", 0, 0.70, dataset_id="cityscapes", builtin=False),
+            _record("2", "bga", 1, 0.69, dataset_id="cityscapes", builtin=False),
+            _record("2", "bga", 0, 0.30),
+        ]
+    )
+    with pytest.raises(UsageError, match="several datasets"):
+        build_table("2", records, "smoke")
+    table = build_table("2", records, "smoke", dataset_id="cityscapes").set_index("row")
+    assert table.loc["bga", "miou_delta_pts"] == pytest.approx(69.5 - 69.67)
+    assert "NOT Cityscapes" not in to_markdown(build_table("2", records, "smoke", "cityscapes"))
+
+
+def test_plots_write_png_and_svg(fixture_records, fixture_recipe, tmp_path: Path):
+    points = points_from_table(build_table("2", fixture_records, fixture_recipe))
+    assert len(points) == 6  # bga_booster_ohem was not run
+    paths = plot_speed_accuracy(points, tmp_path / "t2", paper=paper_points())
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = paths[1].read_text()
+    assert "<svg" in svg and paths[1].stat().st_size > 10_000
+    fps = plot_speed_accuracy(points, tmp_path / "t2_fps", x="fps")
+    assert all(p.exists() for p in fps)
+
+
+def test_pareto_front():
+    points = pd.DataFrame(
+        {
+            "label": ["a", "b", "c", "d", "e"],
+            "latency_ms": [10.0, 20.0, 15.0, 30.0, 20.0],
+            "miou_pct": [50.0, 60.0, 45.0, 59.0, 55.0],
+        }
+    )
+    points["fps"] = 1000 / points["latency_ms"]
+    assert list(pareto_front(points)["label"]) == ["a", "b"]
+    assert set(pareto_front(points, "fps")["label"]) == {"a", "b"}
+
+
+def test_margin_rule():
+    two = RowStats("a", 2, 50.0, 0.3, None)
+    wide = RowStats("b", 3, 49.0, 0.8, None)
+    one = RowStats("c", 1, 49.0, None, None)
+    assert margin(two, wide) == 0.8
+    assert margin(two, one) == SINGLE_RUN_SPREAD_PTS
+    assert margin(RowStats("d", 2, 1.0, 1.7, None), one) == 1.7
+
+
+def _by_id(verdicts):
+    return {v.claim.id: v for v in verdicts}
+
+
+def test_claims_on_hand_made_records():
+    records = records_to_frame(
+        [
+            # BGA clearly beats concat and sum: supported
+            *(_record("2", "bga", s, m) for s, m in enumerate([0.400, 0.404, 0.398])),
+            *(_record("2", "concat", s, m) for s, m in enumerate([0.370, 0.372, 0.369])),
+            *(_record("2", "sum", s, m) for s, m in enumerate([0.365, 0.360, 0.362])),
+            # the booster: 0.2 points over BGA, std 0.3: inconclusive; same cost
+            *(_record("2", "bga_booster", s, m) for s, m in enumerate([0.401, 0.406, 0.401])),
+            # lambda 1/2 far better than 1/4: "keeps accuracy" is contradicted
+            *(
+                _record("3a", "lambda_1_2", s, m, macs=26_000_000_000)
+                for s, m in enumerate([0.45, 0.46])
+            ),
+            # a single seed: 0.87 points is within the 1-point single-run spread
+            _record("3b", "no_context", 0, 0.392),
+            # the wider rows (their recipe is OHEM): 2 points per step, beyond the spread
+            *(
+                _record("5a", f"alpha_{a}", 0, m)
+                for a, m in [
+                    ("1_0", 0.30),
+                    ("1_25", 0.32),
+                    ("1_5", 0.34),
+                    ("1_75", 0.36),
+                    ("2_0", 0.38),
+                ]
+            ),
+        ]
+    )
+    got = _by_id(evaluate_claims(records, "smoke"))
+    assert got["t2_bga_beats_concat_sum"].outcome == "supported"
+    assert "+3.03" in got["t2_bga_beats_concat_sum"].detail  # 40.07 - 37.03
+    assert got["t3a_lambda_quarter"].outcome == "contradicted"
+    assert got["t2_booster_free_accuracy"].outcome == "inconclusive"
+    assert got["c2_booster_zero_inference_macs"].outcome == "supported"
+    assert got["c3a_lambda_quarter_cheaper"].outcome == "supported"
+    assert got["t3b_context_embedding"].outcome == "inconclusive"  # "full" is bga's key
+    assert "within ±1.00" in got["t3b_context_embedding"].detail
+    assert got["t5a_wider"].outcome == "supported"
+    # Table 5a's alpha 1.0 row is Table 2's bga_booster_ohem run (same spec, same recipe):
+    # 30.0 after OHEM against 40.27 without it
+    assert got["t2_ohem"].outcome == "contradicted"
+    assert got["t6_large_beats_small"].outcome == "not run"
+    assert "no ok result for ours_large" in got["t6_large_beats_small"].detail
+    assert got["c4_booster_positions_zero_inference_macs"].outcome == "not run"
+    # the paper's own numbers under the same rule
+    assert got["t2_bga_beats_concat_sum"].paper_outcome == "inconclusive"  # 69.67 vs 68.93
+    assert got["t6_large_beats_small"].paper_outcome == "supported"
+    assert got["c3c_expansion_cost_grows"].paper_outcome == "supported"
+    frame = verdicts_frame(got.values())
+    assert len(frame) == len(CLAIMS) and set(frame["outcome"]) >= {
+        "supported",
+        "contradicted",
+        "inconclusive",
+        "not run",
+    }
+
+
+def test_monotone_and_argmax_claims():
+    wider = next(c for c in CLAIMS if c.id == "t5a_wider")
+    rows = [("1_0", 0.30), ("1_25", 0.32), ("1_5", 0.34), ("1_75", 0.36), ("2_0", 0.38)]
+    records = records_to_frame(
+        [_record("5a", f"alpha_{a}", s, m + 0.001 * s) for a, m in rows for s in (0, 1)]
+    )
+    (v,) = evaluate_claims(records, "smoke", claims=[wider])
+    assert v.outcome == "supported", v.detail
+    dip = records_to_frame(
+        [_record("5a", f"alpha_{a}", 0, 0.30 if a == "1_75" else m) for a, m in rows]
+    )
+    (v,) = evaluate_claims(dip, "smoke", claims=[wider])
+    assert v.outcome == "contradicted" and "goes down" in v.detail
+    best = Claim("eps", "6 is best", "3c", "argmax", ("eps_6", "eps_4", "eps_8"))
+    records = records_to_frame(
+        [_record("3c", r, 0, m) for r, m in [("eps_6", 0.40), ("eps_4", 0.42), ("eps_8", 0.35)]]
+    )
+    (v,) = evaluate_claims(records, "smoke", claims=[best])
+    assert v.outcome == "contradicted" and "eps_4" in v.detail
+
+
+def test_claims_on_the_fixture(fixture_records, fixture_recipe):
+    got = _by_id(evaluate_claims(fixture_records, fixture_recipe))
+    assert got["t2_bga_beats_concat_sum"].outcome == "supported"
+    assert got["t3a_lambda_quarter"].outcome == "contradicted"
+    assert got["t2_booster_free_accuracy"].outcome == "inconclusive"
+    assert got["t2_ohem"].outcome == "not run"
+
+
+def test_report_on_the_fixture(fixture_recipe, tmp_path: Path):
+    out = write_report(FIXTURE, tmp_path / "report.md", recipe=fixture_recipe, tables=["2", "3a"])
+    text = out.read_text()
+    assert "NOT on Cityscapes" in text
+    assert "## Table 2:" in text and "## Table 3a:" in text and "## Table 3b" not in text
+    assert "69.67" in text and "34.80" in text
+    assert "![Table 2: speed vs accuracy](report_figures/table_2.png)" in text
+    assert (tmp_path / "report_figures" / "table_3a.svg").exists()
+    assert "## Claims" in text and "**contradicted**" in text
+    assert "## Environment of the measurements" in text and "AMD EPYC (hand-made fixture)" in text
+
+
+def test_report_cli_and_no_torch(tmp_path: Path):
+    code = (
+        "import sys\n"
+        "from analysis.report import main\n"
+        f"main(['--results-dir', {str(FIXTURE)!r}, '--out', {str(tmp_path / 'r.md')!r}, "
+        "'--tables', '2'])\n"
+        "import analysis.claims, analysis.plots, analysis.tables, analysis.records\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "r.md").exists()
+
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.report",
+            "--results-dir",
+            str(tmp_path / "nope"),
+            "--out",
+            "x.md",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip()
+        == f"analysis.report: error: results folder {tmp_path / 'nope'} not found"
+    )
