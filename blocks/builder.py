@@ -1,4 +1,7 @@
-"""The one place that reads specs: spec -> plan (searchspace) -> modules (blocks)."""
+"""The one place that reads specs: spec -> plan (searchspace) -> modules (blocks).
+
+``build_model`` dispatches on the spec type: BiSeNet V2 and BiSeNet V1 specs.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ from blocks.detail import DetailBranch
 from blocks.layers import kaiming_init
 from blocks.model import SegHead, TwoBranchSegNet
 from blocks.semantic import BlockFactory, GELayer, InvertedBottleneck, SemanticBranch
+from blocks.v1 import ContextPath, ResNet18, SpatialPath, Xception39
 from searchspace.errors import SpecError
+from searchspace.v1 import XCEPTION_EXPANSION, BiSeNetV1Spec, V1Plan
+from searchspace.v1 import resolve as resolve_v1
 from searchspace.v2 import BiSeNetV2Spec, resolve
 
 IN_CHS = 3
@@ -81,8 +87,62 @@ def build_v2(spec: BiSeNetV2Spec) -> TwoBranchSegNet:
     return model
 
 
+def _v1_backbone(plan: V1Plan) -> nn.Module:
+    if plan.backbone == "xception39":
+        widths, depths = plan.backbone_widths, plan.backbone_depths
+        return Xception39(IN_CHS, plan.backbone_stem, widths, depths, XCEPTION_EXPANSION)
+    return ResNet18(IN_CHS, plan.backbone_stem, plan.backbone_widths, plan.backbone_depths)
+
+
+def build_v1(spec: BiSeNetV1Spec) -> TwoBranchSegNet:
+    """V1 on the V2 frame: spatial path as ``detail``, context path as ``semantic``.
+
+    Sharing ``TwoBranchSegNet`` gives V1 the same output convention (train: main + aux
+    logits; eval: main logits at input size) and keeps its aux heads under ``boosters.``,
+    which is what parameter counts at inference leave out.
+    """
+    plan = resolve_v1(spec)
+    ctx = spec.context
+    spatial = (
+        SpatialPath(IN_CHS, plan.spatial_widths, plan.spatial_out, form=spec.spatial.form)
+        if plan.has_spatial
+        else None
+    )
+    context = ContextPath(
+        _v1_backbone(plan),
+        plan.backbone_taps,
+        plan.context_width,
+        arm=ctx.arm,
+        lateral_kernel=ctx.lateral_kernel,
+        global_context=ctx.global_context,
+        refine=ctx.refine,
+    )
+    fusion: nn.Module
+    if spec.fusion == "cp_only":
+        fusion = SemanticOnly()
+    elif spec.fusion == "ffm":
+        fusion = FeatureFusionModule(
+            plan.spatial_out,
+            plan.context_width,
+            plan.fusion_width,
+            reduction=spec.ffm_reduction,
+        )
+    else:
+        fusion = FUSIONS[spec.fusion](plan.spatial_out, plan.context_width, plan.fusion_width)
+    head = SegHead(plan.fusion_width, plan.head_width, spec.num_classes)
+    aux = {
+        pos: SegHead(chs, plan.aux_width, spec.num_classes)
+        for pos, chs in plan.aux_in_widths.items()
+    }
+    model = TwoBranchSegNet(spatial, context, fusion, head, aux)
+    kaiming_init(model)
+    return model
+
+
 def build_model(spec: object) -> nn.Module:
     """Build any supported spec into a freshly initialised ``nn.Module``."""
     if isinstance(spec, BiSeNetV2Spec):
         return build_v2(spec)
+    if isinstance(spec, BiSeNetV1Spec):
+        return build_v1(spec)
     raise SpecError(f"spec of type {type(spec).__name__}: no builder for it")

@@ -1,0 +1,24 @@
+"""BiSeNet V1 components: spatial path, context-path backbones, ARM, U-shape, weights.
+
+The assembled network reuses ``blocks.model.TwoBranchSegNet`` (spatial path as its
+``detail`` branch, context path as its ``semantic`` branch, aux heads as its ``boosters``)
+so that V1 and V2 share one output convention and one parameter-count rule.
+"""
+
+from blocks.v1.backbones import BasicBlock, ResNet18, SeparableConvBN, Xception39, XceptionBlock
+from blocks.v1.context import AttentionRefinement, ContextPath, GlobalContext
+from blocks.v1.spatial import SpatialPath
+from blocks.v1.weights import load_backbone_weights
+
+__all__ = [
+    "AttentionRefinement",
+    "BasicBlock",
+    "ContextPath",
+    "GlobalContext",
+    "ResNet18",
+    "SeparableConvBN",
+    "SpatialPath",
+    "Xception39",
+    "XceptionBlock",
+    "load_backbone_weights",
+]

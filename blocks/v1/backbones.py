@@ -1,0 +1,147 @@
+"""Context-path backbones, written out (no torchvision) and trained from scratch by default.
+
+Each returns its features at 1/8, 1/16 and 1/32 and lists their widths in ``out_chs``.
+Parameter names follow the sources whose weights a user may bring: ResNet-18 uses
+torchvision's names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...; its ``fc`` is not built),
+Xception39 uses the BiSeNet authors' (``conv1.conv``, ``layer1.0.proj.conv1`` ...), so
+``blocks.v1.weights.load_backbone_weights`` can load either file as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from blocks.layers import ConvBN
+
+
+class SeparableConvBN(nn.Module):
+    """3x3 depthwise conv (no BN, as in the authors' code), 1x1 conv-BN(-ReLU)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, in_chs, 3, stride, 1, groups=in_chs, bias=False)
+        self.point_wise_cbr = ConvBN(in_chs, out_chs, 1, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_wise_cbr(self.conv1(x))
+
+
+class XceptionBlock(nn.Module):
+    """Residual block of three separable convs: in -> mid -> mid -> expansion * mid."""
+
+    def __init__(self, in_chs: int, mid_chs: int, stride: int = 1, expansion: int = 4) -> None:
+        super().__init__()
+        out_chs = mid_chs * expansion
+        # The authors project only at a stage's first (strided) block; a projection is also
+        # needed whenever widths differ, which happens only under unusual multipliers.
+        self.proj: nn.Module | None = (
+            SeparableConvBN(in_chs, out_chs, stride, act=False)
+            if stride != 1 or in_chs != out_chs
+            else None
+        )
+        self.residual_branch = nn.Sequential(
+            SeparableConvBN(in_chs, mid_chs, stride),
+            SeparableConvBN(mid_chs, mid_chs),
+            SeparableConvBN(mid_chs, out_chs, act=False),
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.proj(x) if self.proj is not None else x
+        return self.relu(shortcut + self.residual_branch(x))
+
+
+class Xception39(nn.Module):
+    """The BiSeNet authors' Xception39: conv s2 + max-pool s2, three stride-2 stages.
+
+    Defaults: stem 8, mid widths 16/32/64 (outputs 64/128/256), 4/8/4 blocks; about
+    0.30 M parameters and 0.186 GMACs at 640x360.
+    """
+
+    def __init__(
+        self,
+        in_chs: int = 3,
+        stem_chs: int = 8,
+        mid_chs: Sequence[int] = (16, 32, 64),
+        depths: Sequence[int] = (4, 8, 4),
+        expansion: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(mid_chs) != 3 or len(depths) != 3:
+            raise ValueError(f"mid_chs={tuple(mid_chs)}, depths={tuple(depths)}: need 3 stages")
+        self.conv1 = ConvBN(in_chs, stem_chs, 3, stride=2)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        chs = stem_chs
+        stages = []
+        for mid, depth in zip(mid_chs, depths, strict=True):
+            blocks = [XceptionBlock(chs, mid, 2, expansion)]
+            chs = mid * expansion
+            blocks += [XceptionBlock(chs, mid, 1, expansion) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.out_chs = tuple(m * expansion for m in mid_chs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x8 = self.layer1(self.maxpool(self.conv1(x)))
+        x16 = self.layer2(x8)
+        return x8, x16, self.layer3(x16)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN, identity or 1x1 conv-BN shortcut, ReLU."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_chs != out_chs:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = self.downsample(x) if self.downsample is not None else x
+        return self.relu(out + shortcut)
+
+
+class ResNet18(nn.Module):
+    """The standard ResNet-18 trunk (stride 32, no classifier); stages at 1/4 .. 1/32."""
+
+    def __init__(
+        self,
+        in_chs: int = 3,
+        stem_chs: int = 64,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        depths: Sequence[int] = (2, 2, 2, 2),
+    ) -> None:
+        super().__init__()
+        if len(widths) != 4 or len(depths) != 4:
+            raise ValueError(f"widths={tuple(widths)}, depths={tuple(depths)}: need 4 stages")
+        self.conv1 = nn.Conv2d(in_chs, stem_chs, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_chs)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        chs = stem_chs
+        stages = []
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            blocks = [BasicBlock(chs, width, 1 if i == 0 else 2)]
+            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+            chs = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.out_chs = tuple(widths[1:])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x8 = self.layer2(self.layer1(x))
+        x16 = self.layer3(x8)
+        return x8, x16, self.layer4(x16)

@@ -1,0 +1,321 @@
+"""BiSeNet V1 as data: a frozen spec tree and its resolution into explicit widths.
+
+Mirrors ``searchspace/v2.py``: every component the V1 paper ablates (Table 3: spatial
+path, fusion, global context, ARM) is a field, and ``resolve`` expands a spec into the
+numbers the builder constructs modules with. Defaults are the ``bisenetv1_x39`` preset.
+
+Where the paper is silent the defaults follow the authors' code (TorchSeg), because its
+parameter counts are the only exact calibration there is: with aux heads excluded, the
+defaults give 1,541,963 (Xception39) and 12,894,163 (ResNet-18) parameters, the code's
+1.542 M and 12.894 M. The choices that fix those counts, each a field: the ARM and the
+U-shape's lateral conv is 3x3 (``context.lateral_kernel``), the main head's mid width is
+64 and the aux heads' 256, the FFM is 256 wide with no channel reduction and no biases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from searchspace.errors import SpecError
+from searchspace.serialize import (
+    canonical_json,
+    parse_overrides,
+    replace_paths,
+    short_hash,
+    to_compact,
+)
+from searchspace.v2 import scale_depth, scale_width
+
+KIND = "bisenetv1"
+BACKBONES = ("xception39", "resnet18")
+SPATIAL_FORMS = ("authors", "paper")
+FUSIONS = ("ffm", "sum", "concat", "bga", "cp_only")
+# Aux heads sit on the U-shape's refined outputs (as in the authors' code): "cp32" is the
+# branch that starts at the 1/32 feature (after its upsample it is at 1/16), "cp16" the
+# one that starts at the 1/16 feature (at 1/8; it is also the context path's output).
+AUX_POSITIONS = ("cp32", "cp16")
+
+Backbone = Literal["xception39", "resnet18"]
+SpatialForm = Literal["authors", "paper"]
+Fusion = Literal["ffm", "sum", "concat", "bga", "cp_only"]
+
+# Backbone trunks as (stem width, per-stage widths, per-stage depths). Xception39's widths
+# are its blocks' mid widths (outputs are 4x: 64, 128, 256); ResNet-18's are its stages.
+BACKBONE_SHAPES: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
+    "xception39": (8, (16, 32, 64), (4, 8, 4)),
+    "resnet18": (64, (64, 128, 256, 512), (2, 2, 2, 2)),
+}
+XCEPTION_EXPANSION = 4
+
+
+def _check(cond: bool, name: str, value: object, why: str) -> None:
+    if not cond:
+        raise SpecError(f"{name}={value!r}: {why}")
+
+
+@dataclass(frozen=True)
+class SpatialPathSpec:
+    """Three stride-2 conv-BN-ReLU layers to 1/8, in the paper's or the authors' form.
+
+    ``paper``: 3x3 s2 -> widths[0], 3x3 s2 -> widths[1], 3x3 s2 -> out_width.
+    ``authors``: 7x7 s2 -> widths[0], 3x3 s2 -> widths[1], 3x3 s2 -> widths[1], then a
+    1x1 conv-BN-ReLU -> out_width. Both forms use every field, so switching the form
+    alone is a valid ablation with the same output width.
+    """
+
+    form: SpatialForm = "authors"
+    widths: tuple[int, int] = (64, 64)
+    out_width: int = 128
+
+    def __post_init__(self) -> None:
+        _check(
+            self.form in SPATIAL_FORMS,
+            "spatial.form",
+            self.form,
+            f"expected one of {', '.join(SPATIAL_FORMS)}",
+        )
+        for w in self.widths:
+            _check(w > 0, "spatial.widths", self.widths, "every width must be > 0")
+        _check(self.out_width > 0, "spatial.out_width", self.out_width, "must be > 0")
+
+
+@dataclass(frozen=True)
+class ContextPathSpec:
+    """Backbone + global context at 1/32 + ARMs on 1/32 and 1/16, U-shape down to 1/8."""
+
+    backbone: Backbone = "xception39"
+    # channel attention of the ARM (off: the lateral conv alone, Table 3's rows without ARM)
+    arm: bool = True
+    # The conv-BN-ReLU that brings each tapped stage to out_width before the attention. The
+    # paper's ARM has none, but the U-shape sums 1/32 and 1/16 maps of different widths, so
+    # some conv is needed; the authors' is 3x3 (their parameter count needs it), 1 is cheap.
+    lateral_kernel: int = 3
+    # GAP of the 1/32 feature -> 1x1 conv-BN-ReLU, broadcast-added to the 1/32 ARM output
+    global_context: bool = True
+    # the authors' 3x3 conv-BN-ReLU after each U-shape upsample
+    refine: bool = True
+    out_width: int = 128
+
+    def __post_init__(self) -> None:
+        _check(
+            self.backbone in BACKBONES,
+            "context.backbone",
+            self.backbone,
+            f"expected one of {', '.join(BACKBONES)}",
+        )
+        _check(
+            self.lateral_kernel in (1, 3),
+            "context.lateral_kernel",
+            self.lateral_kernel,
+            "expected 1 or 3",
+        )
+        _check(self.out_width > 0, "context.out_width", self.out_width, "must be > 0")
+
+
+@dataclass(frozen=True)
+class BiSeNetV1Spec:
+    """A whole BiSeNet V1 variant. Defaults: Xception39 as in the authors' code."""
+
+    spatial: SpatialPathSpec = field(default_factory=SpatialPathSpec)
+    context: ContextPathSpec = field(default_factory=ContextPathSpec)
+    # "cp_only" drops the spatial path: the context path's 1/8 output goes to the head
+    # (Table 3's first row). "sum", "concat" and "bga" are the V2 fusion modules.
+    fusion: Fusion = "ffm"
+    # FFM output width; the authors' FFM keeps its 256 (= 128 + 128) input channels
+    fusion_width: int = 256
+    # FFM attention bottleneck: fusion_width // reduction (the authors' code: 1)
+    ffm_reduction: int = 1
+    # main head 3x3 conv width (the authors' code: 64; the paper gives none)
+    head_width: int = 64
+    aux_positions: tuple[str, ...] = ("cp32", "cp16")
+    # aux heads' 3x3 conv width (the authors' code: 256); training only
+    aux_width: int = 256
+    # alpha scales every channel count, backbone included; see searchspace.v2.scale_width
+    width_mult: float = 1.0
+    # multiplies each backbone stage's block count (added blocks have stride 1)
+    depth_mult: float = 1.0
+    num_classes: int = 19
+
+    def __post_init__(self) -> None:
+        _check(
+            self.fusion in FUSIONS,
+            "fusion",
+            self.fusion,
+            f"expected one of {', '.join(FUSIONS)}",
+        )
+        _check(self.fusion_width > 0, "fusion_width", self.fusion_width, "must be > 0")
+        _check(
+            1 <= self.ffm_reduction <= self.fusion_width,
+            "ffm_reduction",
+            self.ffm_reduction,
+            f"must be in [1, fusion_width={self.fusion_width}]",
+        )
+        _check(self.head_width > 0, "head_width", self.head_width, "must be > 0")
+        _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
+        _check(
+            isinstance(self.width_mult, (int, float)) and 0 < self.width_mult <= 8,
+            "width_mult",
+            self.width_mult,
+            "alpha must be in (0, 8]",
+        )
+        _check(
+            isinstance(self.depth_mult, (int, float)) and 0 < self.depth_mult <= 8,
+            "depth_mult",
+            self.depth_mult,
+            "d must be in (0, 8]",
+        )
+        seen = set()
+        for pos in self.aux_positions:
+            _check(
+                pos in AUX_POSITIONS,
+                "aux_positions",
+                pos,
+                f"unknown position (known: {', '.join(AUX_POSITIONS)})",
+            )
+            _check(pos not in seen, "aux_positions", pos, "listed twice")
+            seen.add(pos)
+        if self.aux_positions:
+            _check(self.aux_width > 0, "aux_width", self.aux_width, "must be > 0")
+        resolve(self)  # every width/depth after the multipliers must be positive
+
+    # --- views --------------------------------------------------------------------
+
+    def to_json(self, indent: int | None = None) -> str:
+        return canonical_json(self, KIND, indent)
+
+    @property
+    def spec_id(self) -> str:
+        return short_hash(self.to_json())
+
+    def to_string(self) -> str:
+        return to_compact(self, "v1", ALIASES)
+
+    def replace(self, **changes: object) -> BiSeNetV1Spec:
+        """Dotted paths allowed: ``spec.replace(**{"context.arm": False})``."""
+        return replace_paths(self, changes)
+
+    def describe(self) -> str:
+        return self.to_string()
+
+
+# Short names for the compact string; the keys are the dotted field paths.
+ALIASES: dict[str, str] = {
+    "spatial.form": "spf",
+    "spatial.widths": "spw",
+    "spatial.out_width": "spo",
+    "context.backbone": "bb",
+    "context.arm": "arm",
+    "context.lateral_kernel": "lk",
+    "context.global_context": "gc",
+    "context.refine": "ref",
+    "context.out_width": "cpo",
+    "fusion": "fus",
+    "fusion_width": "fw",
+    "ffm_reduction": "red",
+    "head_width": "hw",
+    "aux_positions": "aux",
+    "aux_width": "aw",
+    "width_mult": "a",
+    "depth_mult": "d",
+    "num_classes": "nc",
+}
+
+
+def parse_v1_overrides(text: str) -> dict[str, object]:
+    return parse_overrides(text, BiSeNetV1Spec, ALIASES)
+
+
+# --- resolution ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class V1Plan:
+    """Explicit numbers for the builder: what every module is constructed with."""
+
+    spatial_widths: tuple[int, ...]  # () when fusion drops the spatial path
+    spatial_out: int
+    backbone: str
+    backbone_stem: int
+    backbone_widths: tuple[int, ...]  # Xception39: mid widths; ResNet-18: stage widths
+    backbone_depths: tuple[int, ...]
+    backbone_taps: tuple[int, int, int]  # output widths at 1/8, 1/16, 1/32
+    context_width: int
+    fusion_width: int  # the head's input: the context width when cp_only
+    head_width: int
+    aux_width: int
+    aux_in_widths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def has_spatial(self) -> bool:
+        return bool(self.spatial_widths)
+
+
+def resolve(spec: BiSeNetV1Spec) -> V1Plan:
+    """Apply alpha and d; raise SpecError when anything rounds to zero."""
+    a, d = spec.width_mult, spec.depth_mult
+
+    def width(name: str, chs: float) -> int:
+        out = scale_width(chs, a)
+        if out < 1:
+            raise SpecError(f"width_mult={a!r}: {name} ({chs:g} channels) rounds to {out} channels")
+        return out
+
+    def depth(name: str, blocks: int) -> int:
+        out = scale_depth(blocks, d)
+        if out < 1:
+            raise SpecError(f"depth_mult={d!r}: {name} ({blocks} blocks) rounds to {out} blocks")
+        return out
+
+    name = spec.context.backbone
+    stem, stage_widths, stage_depths = BACKBONE_SHAPES[name]
+    bb_widths = tuple(width(f"{name} stage {i + 1}", w) for i, w in enumerate(stage_widths))
+    bb_depths = tuple(depth(f"{name} stage {i + 1}", n) for i, n in enumerate(stage_depths))
+    if name == "xception39":
+        taps = tuple(XCEPTION_EXPANSION * w for w in bb_widths)
+    else:
+        taps = bb_widths[1:]  # layer2..layer4 sit at 1/8, 1/16, 1/32
+    has_spatial = spec.fusion != "cp_only"
+    spatial_out = width("spatial.out_width", spec.spatial.out_width)
+    cp = width("context.out_width", spec.context.out_width)
+    fusion = width("fusion_width", spec.fusion_width)
+    return V1Plan(
+        spatial_widths=(
+            tuple(width("spatial.widths", w) for w in spec.spatial.widths) if has_spatial else ()
+        ),
+        spatial_out=spatial_out if has_spatial else 0,
+        backbone=name,
+        backbone_stem=width(f"{name} stem", stem),
+        backbone_widths=bb_widths,
+        backbone_depths=bb_depths,
+        backbone_taps=taps,  # type: ignore[arg-type]
+        context_width=cp,
+        fusion_width=fusion if has_spatial else cp,
+        head_width=width("head_width", spec.head_width),
+        aux_width=width("aux_width", spec.aux_width) if spec.aux_positions else 0,
+        aux_in_widths={p: cp for p in spec.aux_positions},
+    )
+
+
+def spec_from_json_dict(data: dict) -> BiSeNetV1Spec:
+    """Inverse of ``to_json`` (the envelope with schema, kind and fields)."""
+    from searchspace.serialize import SCHEMA_VERSION, from_dict
+
+    if data.get("schema") != SCHEMA_VERSION:
+        raise SpecError(f"schema={data.get('schema')!r}: expected {SCHEMA_VERSION}")
+    if data.get("kind") != KIND:
+        raise SpecError(f"kind={data.get('kind')!r}: expected {KIND!r}")
+    return from_dict(BiSeNetV1Spec, data.get("fields", {}))
+
+
+__all__ = [
+    "ALIASES",
+    "AUX_POSITIONS",
+    "BACKBONES",
+    "FUSIONS",
+    "BiSeNetV1Spec",
+    "ContextPathSpec",
+    "SpatialPathSpec",
+    "V1Plan",
+    "resolve",
+]
