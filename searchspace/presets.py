@@ -7,15 +7,27 @@ at 512x1024 the network without the head costs 17.80 GMACs, the head costs
 the nearest multiple of 8, 352 (21.18 GMACs, +0.13%), because such widths vectorise
 better. Every other table row is then a prediction, not a fit
 (``tests/test_complexity.py`` prints them).
+
+``bisenetv1_x39`` and ``bisenetv1_r18`` are BiSeNet V1 as the authors' code builds it
+(see ``searchspace/v1.py``): 1,541,963 and 12,894,163 parameters at inference, exactly the
+code's 1.542 M and 12.894 M, and 3.07 / 11.58 GMACs at 640x360 (paper: 2.9 / 10.8).
+They live in ``V1_PRESETS``; ``PRESETS`` stays the V2 presets, because its callers treat
+every entry as a V2 spec. ``get_preset`` and ``parse_spec`` know both (``ALL_PRESETS``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from searchspace import v1, v2
 from searchspace.errors import SpecError
-from searchspace.v2 import BiSeNetV2Spec, parse_v2_overrides, spec_from_json_dict
+from searchspace.v1 import BiSeNetV1Spec, parse_v1_overrides
+from searchspace.v2 import BiSeNetV2Spec, parse_v2_overrides
+
+# Any architecture spec the builder accepts.
+ArchSpec = BiSeNetV2Spec | BiSeNetV1Spec
 
 # The booster positions the paper chose (Table 4): stem, S3, S4, S5_4.
 PAPER_BOOSTERS = ("stem", "s3", "s4", "s5_4")
@@ -31,15 +43,34 @@ PRESETS: dict[str, BiSeNetV2Spec] = {
 }
 
 
-def get_preset(name: str) -> BiSeNetV2Spec:
+V1_PRESETS: dict[str, BiSeNetV1Spec] = {
+    "bisenetv1_x39": BiSeNetV1Spec(),
+    "bisenetv1_r18": BiSeNetV1Spec().replace(**{"context.backbone": "resnet18"}),
+}
+
+ALL_PRESETS: dict[str, ArchSpec] = {**PRESETS, **V1_PRESETS}
+
+# compact-string prefix -> (default spec, override parser); "v2" first: the historic default
+_BASES: dict[str, tuple[ArchSpec, Callable[[str], dict[str, object]]]] = {
+    "v2": (BiSeNetV2Spec(), parse_v2_overrides),
+    "v1": (BiSeNetV1Spec(), parse_v1_overrides),
+}
+_FROM_JSON: dict[str, Callable[[dict], ArchSpec]] = {
+    v2.KIND: v2.spec_from_json_dict,
+    v1.KIND: v1.spec_from_json_dict,
+}
+
+
+def get_preset(name: str) -> ArchSpec:
     try:
-        return PRESETS[name]
+        return ALL_PRESETS[name]
     except KeyError:
-        raise SpecError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+        raise SpecError(f"unknown preset {name!r} (known: {', '.join(ALL_PRESETS)})") from None
 
 
-def parse_spec(text: str) -> BiSeNetV2Spec:
-    """A preset name, ``preset:k=v,...``, ``v2[:k=v,...]``, a JSON file or JSON text."""
+def parse_spec(text: str) -> ArchSpec:
+    """A preset name, ``preset:k=v,...``, ``v2[:k=v,...]``, ``v1[:k=v,...]``, a JSON file
+    or JSON text (the kind in the JSON picks V1 or V2; a bare field dict is V2)."""
     text = text.strip()
     if not text:
         raise SpecError("empty spec: give a preset name, a spec string or a JSON file")
@@ -51,26 +82,31 @@ def parse_spec(text: str) -> BiSeNetV2Spec:
             raise SpecError(f"spec file {text}: not found")
         return _spec_from_json_text(path.read_text(), f"spec file {text}")
     base, _, overrides = text.partition(":")
-    if base == "v2":
-        spec = BiSeNetV2Spec()
-    elif base in PRESETS:
-        spec = PRESETS[base]
+    spec: ArchSpec
+    if base in _BASES:
+        spec = _BASES[base][0]
+    elif base in ALL_PRESETS:
+        spec = ALL_PRESETS[base]
     else:
         raise SpecError(
-            f"unknown spec {base!r}: expected a preset ({', '.join(PRESETS)}), "
-            "'v2:key=value,...' or a .json file"
+            f"unknown spec {base!r}: expected a preset ({', '.join(ALL_PRESETS)}), "
+            "'v2:key=value,...', 'v1:key=value,...' or a .json file"
         )
-    changes = parse_v2_overrides(overrides)
+    parse = parse_v1_overrides if isinstance(spec, BiSeNetV1Spec) else parse_v2_overrides
+    changes = parse(overrides)
     return spec.replace(**changes) if changes else spec
 
 
-def _spec_from_json_text(text: str, what: str) -> BiSeNetV2Spec:
+def _spec_from_json_text(text: str, what: str) -> ArchSpec:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{what}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise SpecError(f"{what}: expected a JSON object")
-    if "fields" not in data:  # a bare field dict is accepted too
-        data = {"schema": 1, "kind": "bisenetv2", "fields": data}
-    return spec_from_json_dict(data)
+    if "fields" not in data:  # a bare field dict is accepted too (V2, as before V1 existed)
+        data = {"schema": 1, "kind": v2.KIND, "fields": data}
+    kind = data.get("kind")
+    if kind not in _FROM_JSON:
+        raise SpecError(f"kind={kind!r}: expected one of {', '.join(map(repr, _FROM_JSON))}")
+    return _FROM_JSON[kind](data)

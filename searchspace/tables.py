@@ -1,8 +1,11 @@
-"""The V2 paper's ablation tables as data: each row names its spec and the paper's numbers.
+"""The papers' ablation tables as data: each row names its spec and the paper's numbers.
 
 A row is the table's base spec with a few fields replaced, plus any recipe changes the
 row implies (OHEM is a loss, not an architecture). The reported numbers are read from
-``results/paper/bisenetv2_tables.csv`` so that there is one copy of them.
+``results/paper/bisenetv2_tables.csv`` and ``bisenetv1_tables.csv`` so that there is one
+copy of them. V2 tables keep the paper's names ("2", "3a" ...); V1 tables are prefixed
+("v1-3", "v1-4"). ``table_names()`` and ``all_tables()`` list the V2 tables unless asked
+(``paper="v1"`` or ``"all"``), because their callers compare rows at V2's 512x1024.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from searchspace.errors import SpecError
-from searchspace.presets import PAPER_BOOSTERS, PRESETS
-from searchspace.v2 import BiSeNetV2Spec
+from searchspace.presets import PAPER_BOOSTERS, PRESETS, V1_PRESETS, ArchSpec
 
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 V2_CSV = PAPER_DIR / "bisenetv2_tables.csv"
+V1_CSV = PAPER_DIR / "bisenetv1_tables.csv"
 V2_INPUT_HW = (512, 1024)
+V1_INPUT_HW = (360, 640)  # V1 Table 4 counts at 640x360 (H=360, W=640)
+V1_PREFIX = "v1-"
+
+Paper = Literal["v2", "v1", "all"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class PaperRow:
     table: str
     row: str
     setting: str
-    spec: BiSeNetV2Spec | None
+    spec: ArchSpec | None
     recipe_changes: Mapping[str, Any] = field(default_factory=dict)
     paper_miou: float | None = None
     paper_gmacs: float | None = None
@@ -38,10 +45,12 @@ class PaperRow:
     confidence: str = ""
     note: str = ""
     unsupported: str | None = None  # why the toolkit cannot run this row
+    paper: str = "BiSeNetV2"
 
     @property
     def source(self) -> str:
-        return f"BiSeNetV2 paper, Table {self.table}, row {self.row}"
+        number = self.table.removeprefix(V1_PREFIX)
+        return f"{self.paper} paper, Table {number}, row {self.row}"
 
     @property
     def key(self) -> str:
@@ -152,37 +161,96 @@ _ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# --- BiSeNet V1 (ECCV 2018) ----------------------------------------------------------
+
+V1_FULL = V1_PRESETS["bisenetv1_x39"]
+# Table 3 adds global pooling (GP) and the ARMs to a context path that has neither; the
+# ARM rows keep the lateral conv (widths must match for the U-shape sum), see v1.py.
+_NO_GP_ARM = {"context.arm": False, "context.global_context": False}
+
+_V1_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "v1-3": (
+        "Component ablation on Xception39: spatial path, FFM, global pooling (GP), ARM",
+        {
+            "cp": (V1_FULL, {**_NO_GP_ARM, "fusion": "cp_only"}, {}),
+            "cp_sp_sum": (V1_FULL, {**_NO_GP_ARM, "fusion": "sum"}, {}),
+            "cp_sp_ffm": (V1_FULL, _NO_GP_ARM, {}),
+            "cp_sp_ffm_gp": (V1_FULL, {"context.arm": False}, {}),
+            "cp_sp_ffm_arm": (V1_FULL, {"context.global_context": False}, {}),
+            "cp_sp_ffm_gp_arm": (V1_FULL, {}, {}),
+        },
+    ),
+    "v1-4": (
+        "Complexity at 640x360 (the paper's 'Parameters' column is fp32 MiB, kept as a note)",
+        {
+            "xception39": (V1_FULL, {}, {}),
+            "res18": (V1_PRESETS["bisenetv1_r18"], {}, {}),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one paper's numbers live and how its CSV names things."""
+
+    paper: str
+    csv_path: Path
+    gmacs_column: str
+    input_hw: tuple[int, int]
+    prefix: str = ""
+
+
+_V2_SOURCE = _Source("BiSeNetV2", V2_CSV, "gmacs_512x1024", V2_INPUT_HW)
+_V1_SOURCE = _Source("BiSeNetV1", V1_CSV, "gmacs", V1_INPUT_HW, V1_PREFIX)
+
+
 def _float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
+def _input_hw(wh: str | None, default: tuple[int, int]) -> tuple[int, int]:
+    """The CSVs write sizes as W x H ("640x360"); rows store (H, W) like tensors."""
+    if not wh or not wh.strip():
+        return default
+    w, _, h = wh.strip().partition("x")
+    return int(h), int(w)
+
+
 @cache
-def _paper_numbers() -> dict[tuple[str, str], dict[str, str]]:
-    if not V2_CSV.is_file():
-        raise SpecError(f"{V2_CSV}: the paper's numbers are missing from results/paper")
-    with V2_CSV.open(newline="") as fh:
+def _paper_numbers(csv_path: Path = V2_CSV) -> dict[tuple[str, str], dict[str, str]]:
+    if not csv_path.is_file():
+        raise SpecError(f"{csv_path}: the paper's numbers are missing from results/paper")
+    with csv_path.open(newline="") as fh:
         return {(r["table"], r["row"]): r for r in csv.DictReader(fh)}
 
 
 @cache
 def get_table(table: str) -> PaperTable:
-    if table not in _ROWS:
-        raise SpecError(f"unknown table {table!r} (known: {', '.join(_ROWS)})")
-    title, rows = _ROWS[table]
-    numbers = _paper_numbers()
+    if table in _ROWS:
+        source, (title, rows) = _V2_SOURCE, _ROWS[table]
+    elif table in _V1_ROWS:
+        source, (title, rows) = _V1_SOURCE, _V1_ROWS[table]
+    else:
+        known = ", ".join((*_ROWS, *_V1_ROWS))
+        raise SpecError(f"unknown table {table!r} (known: {known})")
+    numbers = _paper_numbers(source.csv_path)
+    csv_table = table.removeprefix(source.prefix)
     out = []
     for name, definition in rows.items():
-        reported = numbers.get((table, name))
+        reported = numbers.get((csv_table, name))
         if reported is None:
-            raise SpecError(f"table {table} row {name}: not in {V2_CSV.name}")
+            raise SpecError(f"table {table} row {name}: not in {source.csv_path.name}")
         common = dict(
             table=table,
             row=name,
             setting=reported["setting"],
             paper_miou=_float(reported["miou_val"]),
-            paper_gmacs=_float(reported["gmacs_512x1024"]),
+            paper_gmacs=_float(reported[source.gmacs_column]),
+            input_hw=_input_hw(reported.get("input_wh"), source.input_hw),
             confidence=reported["confidence"],
             note=reported["note"],
+            paper=source.paper,
         )
         if isinstance(definition, str):
             out.append(PaperRow(spec=None, unsupported=definition, **common))
@@ -192,9 +260,13 @@ def get_table(table: str) -> PaperTable:
     return PaperTable(table=table, title=title, rows=tuple(out))
 
 
-def table_names() -> tuple[str, ...]:
-    return tuple(_ROWS)
+def table_names(paper: Paper = "v2") -> tuple[str, ...]:
+    """Table ids of one paper ("v2", the default, or "v1") or of both ("all")."""
+    if paper not in ("v2", "v1", "all"):
+        raise SpecError(f"paper={paper!r}: expected 'v2', 'v1' or 'all'")
+    v2, v1 = tuple(_ROWS), tuple(_V1_ROWS)
+    return {"v2": v2, "v1": v1, "all": v2 + v1}[paper]
 
 
-def all_tables() -> tuple[PaperTable, ...]:
-    return tuple(get_table(t) for t in _ROWS)
+def all_tables(paper: Paper = "v2") -> tuple[PaperTable, ...]:
+    return tuple(get_table(t) for t in table_names(paper))
