@@ -12,5 +12,5 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-.venv/bin/python -m pip install -q -e ".[test,onnx]"
+.venv/bin/python -m pip install -q -e ".[test,onnx,postgres]"
 echo "set-up done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

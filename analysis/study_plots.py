@@ -1,0 +1,116 @@
+"""Plots of an Optuna study: Pareto front, hypervolume over trials, parameter importances.
+
+Uses Optuna's matplotlib backend (no plotly needed); Optuna itself needs no torch, so this
+stays within analysis/'s rule.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    out = []
+    for ext in ("png", "svg"):
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def plot_front(
+    frame: pd.DataFrame, objectives: list[str], stem: Path, reference: dict[str, dict[str, float]]
+) -> list[Path]:
+    """Measured trials (grey), the non-dominated ones joined; reference specs as markers."""
+    x, y = objectives[1], objectives[0]
+    done = frame[frame["state"] == "COMPLETE"].dropna(subset=[x, y])
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter(done[x], done[y] * (100 if y == "miou" else 1), c="0.6", s=22, label="trials")
+    front = pareto_points(done, x, y)
+    ax.step(
+        front[x],
+        front[y] * (100 if y == "miou" else 1),
+        where="post",
+        c="C3",
+        lw=1.5,
+        label="Pareto front",
+    )
+    ax.scatter(front[x], front[y] * (100 if y == "miou" else 1), c="C3", s=30, zorder=3)
+    for name, vals in reference.items():
+        if x in vals:
+            ax.axvline(vals[x], ls="--", lw=0.8, c="C0")
+            ax.text(
+                vals[x], ax.get_ylim()[0], f" {name}", rotation=90, va="bottom", fontsize=7, c="C0"
+            )
+    ax.set_xlabel(x)
+    ax.set_ylabel("mIoU (%)" if y == "miou" else y)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, stem)
+
+
+def pareto_points(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows not dominated when minimising ``x`` and maximising ``y``, sorted by ``x``."""
+    rows = frame.sort_values([x, y], ascending=[True, False])
+    keep, best = [], float("-inf")
+    for idx, val in zip(rows.index, rows[y]):
+        if val > best:
+            keep.append(idx)
+            best = val
+    return rows.loc[keep]
+
+
+def plot_study(
+    study: Any, frame: pd.DataFrame, out_dir: Path, reference: dict[str, dict[str, float]]
+) -> list[Path]:
+    import optuna.visualization.matplotlib as ovm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objectives = list(study.user_attrs.get("objectives", []))
+    paths: list[Path] = []
+    name = study.study_name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks these plots experimental
+        if len(objectives) == 2 and "miou" in objectives and not frame.empty:
+            other = next(o for o in objectives if o != "miou")
+            paths += plot_front(frame, ["miou", other], out_dir / f"{name}_pareto", reference)
+            directions = study.directions
+            ref = [
+                0.0 if d.name == "MAXIMIZE" else _worst(frame, o)
+                for d, o in zip(directions, objectives)
+            ]
+            if all(r is not None for r in ref):
+                ax = ovm.plot_hypervolume_history(study, reference_point=ref)
+                paths += _save(ax.figure, out_dir / f"{name}_hypervolume")
+        complete = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
+        if len(complete) >= 3:
+            target = None
+            if len(objectives) > 1:
+                idx = objectives.index("miou") if "miou" in objectives else 0
+
+                def target(t: Any, i: int = idx) -> float:
+                    return t.values[i]
+
+            try:
+                ax = ovm.plot_param_importances(
+                    study, target=target, target_name=objectives[0] if target is None else "miou"
+                )
+                paths += _save(ax.figure, out_dir / f"{name}_importances")
+            except (RuntimeError, ValueError) as exc:  # too few distinct values
+                warnings.warn(f"no parameter importances: {exc}", stacklevel=2)
+    return paths
+
+
+def _worst(frame: pd.DataFrame, column: str) -> float | None:
+    if column not in frame or frame[column].dropna().empty:
+        return None
+    return float(frame[column].max()) * 1.1
