@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,16 @@ needs_ort = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small inputs gain nothing from a second thread, and when other processes share the
+    two cores, OpenMP threads waiting on each other make these tests 10-30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def model_of(spec_text: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(parse_spec(spec_text)).eval()
@@ -48,7 +60,12 @@ def test_cli_exports_with_the_default_exporter(tmp_path: Path) -> None:
     path = tmp_path / "sum.onnx"
     cmd = [sys.executable, "-m", "runners.export", "--spec", "v2:agg=sum", "--onnx", str(path)]
     out = subprocess.run(
-        [*cmd, "--input-hw", "64", "128"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [*cmd, "--input-hw", "64", "128"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "dynamo exporter" in out.stdout and "max abs diff" in out.stdout

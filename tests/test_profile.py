@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,17 @@ FOLD_VARIANTS = [
     "v2:blk=ib",
 ]
 NO_GPU = "no CUDA GPU available"
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # for subprocesses, see one_thread
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small inputs gain nothing from a second thread, and when other processes share the
+    two cores, OpenMP threads waiting on each other make these tests 10-30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def real_model(spec_text: str) -> nn.Module:
@@ -271,8 +284,8 @@ def test_cli_table_prints_rows_and_paper_numbers(tmp_path: Path) -> None:
     csv_path, json_path = tmp_path / "3a.csv", tmp_path / "3a.json"
     cmd = [sys.executable, "-m", "runners.profile", "--table", "3a", "--input-hw", "64", "128"]
     cmd += ["--warmup", "0", "--repeats", "1", "--counters", "flop_counter,ptflops"]
-    cmd += ["--csv", str(csv_path), "--json", str(json_path)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cmd += ["--threads", "1", "--csv", str(csv_path), "--json", str(json_path)]
+    out = subprocess.run(cmd, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     table = get_table("3a")
     for row in table.runnable:
@@ -288,6 +301,7 @@ def test_cli_table_prints_rows_and_paper_numbers(tmp_path: Path) -> None:
     assert [r["row"] for r in data["results"]] == [r.row for r in table.runnable]
     first = data["results"][0]
     assert isinstance(first["macs"], int) and first["latency"]["repeats"] == 1
+    assert first["latency"]["threads"] == 1
     assert set(first["counter_macs"]) == {"flop_counter", "ptflops"}
 
 
@@ -340,7 +354,7 @@ def test_cli_bad_input_in_a_real_process(tmp_path: Path) -> None:
     out_csv = tmp_path / "out.csv"
     cmd = [sys.executable, "-m", "runners.profile", "--spec", "v2", "--dtype", "fp16"]
     out = subprocess.run(
-        [*cmd, "--csv", str(out_csv)], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*cmd, "--csv", str(out_csv)], cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True
     )
     assert out.returncode == 2
     assert len(out.stderr.splitlines()) == 1 and "--dtype fp16" in out.stderr

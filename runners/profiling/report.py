@@ -31,8 +31,13 @@ def _pct(value: float | None) -> str:
 
 def _latency_line(lat: LatencyResult) -> str:
     opts = ", ".join(k for k, v in lat.options.items() if v is True) or "plain"
+    scope = lat.scope
+    if lat.scope == "end2end" and lat.options.get("raw_hw"):
+        raw_h, raw_w = lat.options["raw_hw"]
+        net_h, net_w = lat.input_shape[2], lat.input_shape[3]
+        scope = f"end2end (uint8 image {raw_h}x{raw_w} -> network {net_h}x{net_w} -> argmax)"
     return (
-        f"{lat.backend} {lat.scope} {lat.device} {lat.dtype} batch {lat.batch} "
+        f"{lat.backend} {scope} {lat.device} {lat.dtype} batch {lat.batch} "
         f"({opts}; {lat.threads} threads, {lat.warmup} warm-up + {lat.repeats} timed, "
         f"{lat.timer}): median {lat.median_ms:.2f} ms, p95 {lat.p95_ms:.2f} ms, "
         f"IQR {lat.iqr_ms:.2f} ms, {lat.images_per_s:.2f} images/s"
@@ -65,7 +70,8 @@ def format_profile(r: ProfileResult, include_environment: bool = True) -> str:
     lines.append("counters (GMACs, delta vs primary):")
     for name, n in r.counter_macs.items():
         delta = 100 * (n / r.macs - 1) if r.macs and name != PRIMARY else None
-        lines.append(f"  {name:12s} {n / 1e9:>10.3f}  {_pct(delta) if delta is not None else ''}")
+        text = f"  {name:12s} {n / 1e9:>10.3f}  {_pct(delta) if delta is not None else ''}"
+        lines.append(text.rstrip())
     for name, why in r.counter_errors.items():
         lines.append(f"  {name:12s} failed: {why}")
     lines.append(f"  largest disagreement: {_pct(r.macs_disagreement_pct)}")
