@@ -1,0 +1,193 @@
+"""Optuna search: spaces, hypervolume, the CLI's bad inputs, resume, store reuse, PostgreSQL."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from runners.searching import SearchConfig, finished_trials, hypervolume, open_study, split_trials
+from searchspace.optuna_spaces import SPACES, get_space
+from searchspace.v2 import BiSeNetV2Spec
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RECIPE = "smoke:budget=2,crop_hw=64+64,batch_size=2,warmup_iters=0"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("synth")
+    subprocess.run(
+        [sys.executable, "-m", "runners.data", "synth", "--out", str(out), "--train", "4",
+         "--val", "2", "--height", "64", "--width", "128"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return f"synth:{out}"
+
+
+def search(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runners.search", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_every_space_samples_valid_specs() -> None:
+    for space in SPACES.values():
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(40):
+            trial = study.ask()
+            assert isinstance(space.sample(trial), BiSeNetV2Spec)
+            study.tell(trial, 0.0)
+    grid = get_space("multipliers").grid()
+    assert len(grid) >= 15
+    assert len({get_space("multipliers").to_spec(p).spec_id for p in grid}) == len(grid)
+
+
+def test_hypervolume_on_hand_made_points() -> None:
+    ref = (0.0, 10.0)  # (mIoU, latency)
+    assert hypervolume([(0.5, 4.0)], ref) == pytest.approx(0.5 * 6.0)
+    # a dominated point adds nothing; a second front point adds its own strip
+    assert hypervolume([(0.5, 4.0), (0.4, 5.0)], ref) == pytest.approx(3.0)
+    assert hypervolume([(0.5, 4.0), (0.8, 8.0)], ref) == pytest.approx(0.5 * 4 + 0.8 * 2)
+    assert hypervolume([(0.5, 12.0)], ref) == 0.0
+
+
+def test_split_trials_uses_every_worker_exactly() -> None:
+    assert split_trials(7, 3) == [3, 2, 2]
+    assert split_trials(2, 3) == [1, 1]
+    assert sum(split_trials(10, 4)) == 10
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--space", "nope"], "unknown search space"),
+        (["--objectives", "miou,speed"], "unknown objective"),
+        (["--trials", "0"], "--trials 0"),
+        (["--max-gmacs", "0.01"], "no spec of space"),
+        (["--storage", "postgresql://u:p@127.0.0.1:1/db"], "cannot connect"),
+        (["--storage", "redis://localhost"], "expected sqlite"),
+        (["--pruner", "median"], "single objective"),
+        (["--sampler", "bayes"], "unknown sampler"),
+        (["--recipe", "huge"], "unknown recipe"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = search("--study", "s", "--results-dir", str(tmp_path), *args)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert not (tmp_path / "optuna.db").exists() or "cannot connect" not in needle
+
+
+def test_study_resumes_reuses_trained_specs_and_guards_objectives(
+    tmp_path: Path, tiny_data: str
+) -> None:
+    common = ["--space", "multipliers", "--recipe", TINY_RECIPE, "--data", tiny_data,
+              "--results-dir", str(tmp_path), "--latency-hw", "64", "64", "--sampler", "grid",
+              "--latency-repeats", "1"]  # fmt: skip
+    first = search("--study", "a", "--trials", "2", *common)
+    assert first.returncode == 0, first.stderr
+    cfg = SearchConfig(space="multipliers", study="a", trials=3, results_dir=str(tmp_path),
+                       recipe=TINY_RECIPE, data=tiny_data, sampler="grid")  # fmt: skip
+    assert finished_trials(open_study(cfg, create=False)) == 2
+    # restarting continues to the new target instead of starting over
+    again = search("--study", "a", "--trials", "3", *common)
+    assert again.returncode == 0, again.stderr
+    study = open_study(cfg, create=False)
+    assert finished_trials(study) == 3
+    assert not any(t.user_attrs.get("cached") for t in study.trials)
+    records = list((tmp_path / "records").rglob("*.json"))
+    assert len(records) == 3
+    # a second study with the same grid order trains nothing: every spec comes from the store
+    other = search("--study", "b", "--trials", "2", *common)
+    assert other.returncode == 0, other.stderr
+    cfg_b = SearchConfig(**{**cfg.__dict__, "study": "b"})
+    assert all(t.user_attrs.get("cached") for t in open_study(cfg_b, create=False).trials)
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 3
+    # the same study name with other objectives is refused and left untouched
+    bad = search("--study", "a", "--trials", "5", "--objectives", "miou,gmacs", *common)
+    assert bad.returncode == 2 and "exists with objectives" in bad.stderr
+    assert finished_trials(open_study(cfg, create=False)) == 3
+
+
+# --- a real PostgreSQL server on loopback -------------------------------------------
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return hits[-1] if hits else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    # not under pytest's tmp folder: that is private to root, and the server runs as postgres
+    base = Path(tempfile.mkdtemp(prefix="bisenet-pg-"))
+    os.chmod(base, 0o777)
+    data, port = base / "data", _free_port()
+    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "bench", "--auth=trust"],
+                   check=True, capture_output=True)  # fmt: skip
+    opts = f"-p {port} -h 127.0.0.1 -k {base}"
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"),
+                    "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=bench dbname=postgres",
+                             autocommit=True) as conn:  # fmt: skip
+            conn.execute("CREATE DATABASE study")
+        yield f"postgresql://bench@127.0.0.1:{port}/study"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_workers_on_one_postgres_study(tmp_path: Path, tiny_data: str, postgres_url: str):
+    out = search(
+        "--space", "multipliers", "--study", "pg", "--trials", "6", "--workers", "3",
+        "--storage", postgres_url, "--recipe", TINY_RECIPE, "--data", tiny_data,
+        "--results-dir", str(tmp_path), "--latency-hw", "64", "64", "--latency-repeats", "1",
+        "--objectives", "miou,gmacs", "--sampler", "random",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cfg = SearchConfig(space="multipliers", study="pg", trials=6, storage=postgres_url,
+                       objectives=("miou", "gmacs"), recipe=TINY_RECIPE, data=tiny_data,
+                       results_dir=str(tmp_path))  # fmt: skip
+    study = open_study(cfg, create=False)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 6 and sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # every trained spec has exactly one record, and every trial points at one of them
+    records = sorted((tmp_path / "records").rglob("*.json"))
+    assert len(records) == len({t.user_attrs["spec_id"] for t in trials})
+    stems = {f"{r.parent.name}__{r.stem}" for r in records}
+    assert stems == {t.user_attrs["record"] for t in trials}
