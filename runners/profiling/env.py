@@ -44,6 +44,8 @@ def describe_environment(device: str = "cpu") -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        # spinning OpenMP threads on a shared CPU can slow torch several-fold; see below
+        "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -92,7 +94,7 @@ def _cuda_driver_version() -> int | None:
 
 
 def format_environment(env: dict[str, Any]) -> str:
-    """One or two lines for a printed report's header."""
+    """One line for a printed report's header, plus a warning when the CPU is contended."""
     line = (
         f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
         f"threads {env['torch_threads']}"
@@ -104,6 +106,16 @@ def format_environment(env: dict[str, Any]) -> str:
         )
     else:
         line += f", CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs)"
-    if env.get("load_average_1min") is not None:
-        line += f", load average {env['load_average_1min']}"
+    load, cpus = env.get("load_average_1min"), env.get("cpu_count") or 1
+    if load is not None:
+        line += f", load average {load}"
+    if env.get("omp_wait_policy_env"):
+        line += f", OMP_WAIT_POLICY={env['omp_wait_policy_env']}"
+    if load is not None and load > cpus and not env["device"].startswith("cuda"):
+        # Measured here: bisenetv2 at 512x1024 took 2.9 s with 2 spinning threads against
+        # 0.7 s with OMP_WAIT_POLICY=PASSIVE or 1 thread, while other jobs held the CPUs.
+        line += (
+            f"\nwarning: load average {load} on {cpus} CPUs: other processes compete for the "
+            "CPU, so CPU timings are unreliable (OMP_WAIT_POLICY=PASSIVE or --threads 1 helps)"
+        )
     return line
