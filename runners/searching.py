@@ -270,7 +270,7 @@ class Objective:
         import optuna
 
         from analysis.records import RecordKey
-        from runners.ablation import PlannedRun, ProfileSettings, execute_run, profile_metrics
+        from runners.ablation import PlannedRun, execute_run
         from runners.complexity import build_on_meta, count_macs, count_params
 
         ctx = self._setup()
@@ -288,12 +288,7 @@ class Objective:
             raise optuna.TrialPruned(trial.user_attrs["rejected"])
         profiled = None
         if self.cfg.needs_latency:
-            from runners.ablation import profile_run
-
-            settings = ProfileSettings(repeats=self.cfg.latency_repeats, threads=self.cfg.threads)
-            profiled = profile_metrics(
-                profile_run(spec, self.cfg.latency_hw, settings, self.cfg.device)
-            )
+            profiled = self._stored_profile(ctx, spec) or self._measure(spec)
             values["latency_ms"] = profiled["latency_ms"]["median"]
             trial.set_user_attr("latency_ms", values["latency_ms"])
             if (
@@ -312,6 +307,33 @@ class Objective:
             if len(self.cfg.objectives) > 1
             else values[self.cfg.objectives[0]]
         )
+
+    def _measure(self, spec) -> dict[str, Any]:
+        from runners.ablation import ProfileSettings, profile_metrics, profile_run
+
+        settings = ProfileSettings(repeats=self.cfg.latency_repeats, threads=self.cfg.threads)
+        return profile_metrics(profile_run(spec, self.cfg.latency_hw, settings, self.cfg.device))
+
+    def _stored_profile(self, ctx: dict[str, Any], spec) -> dict[str, Any] | None:
+        """A stored run's profile, when its latency was taken at this input and device.
+
+        Reusing it keeps one spec's latency identical across trials and studies (and
+        saves the measurement); a record from another device or input size is not used.
+        """
+        from analysis.records import RecordKey
+
+        key = RecordKey.of(spec, ctx["recipe"], ctx["data"].data_id, self.cfg.train_seed)
+        record = self._finished(ctx["store"], key)
+        metrics = (record or {}).get("metrics") or {}
+        lat = metrics.get("latency_ms") or {}
+        if (
+            lat.get("median") is None
+            or list(lat.get("input_hw") or []) != list(self.cfg.latency_hw)
+            or lat.get("device") != self.cfg.device
+        ):
+            return None
+        keys = ("params", "params_total", "macs", "macs_input_hw", "latency_ms")
+        return {k: metrics.get(k) for k in keys}
 
     def _train(self, trial, spec, ctx, profiled, RecordKey, PlannedRun, execute_run) -> float:
         import optuna
@@ -434,8 +456,12 @@ def precheck_constraints(cfg: SearchConfig) -> None:
             )
 
 
-def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int) -> None:
-    """One worker process: its own torch threads, its own share of the trials."""
+def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int, index: int) -> None:
+    """One worker process: its own torch threads, its own share of the trials.
+
+    Each worker's sampler gets its own seed (seed + index): with one seed, independent
+    samplers would propose the same points and the workers would queue on each other.
+    """
     import optuna
     import torch
 
@@ -445,6 +471,7 @@ def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int) -> None:
             **cfg_dict,
             "latency_hw": tuple(cfg_dict["latency_hw"]),
             "objectives": tuple(cfg_dict["objectives"]),
+            "seed": cfg_dict["seed"] + index,
         }
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -477,7 +504,9 @@ def run_search(cfg: SearchConfig) -> Any:
         study.optimize(Objective(cfg), n_trials=shares[0], catch=(TrialFailed,))
         return study
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(asdict(cfg), n, threads)) for n in shares]
+    procs = [
+        ctx.Process(target=_worker, args=(asdict(cfg), n, threads, i)) for i, n in enumerate(shares)
+    ]
     for p in procs:
         p.start()
     for p in procs:
