@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ProfileSettings(
         latency=not args.no_latency, repeats=args.latency_repeats, threads=args.threads
     )
-    say = print if not args.no_progress else (lambda *_: None)
+    say = print if not args.no_progress else (lambda *_a, **_k: None)
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
     if args.dry_run:

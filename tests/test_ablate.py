@@ -1,0 +1,141 @@
+"""runners.ablate end to end on a tiny budget: table output, resume, SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.records import load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = "smoke:budget=3,crop_hw=64+64,batch_size=2,warmup_iters=0"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("synth")
+    subprocess.run(
+        [sys.executable, "-m", "runners.data", "synth", "--out", str(out), "--train", "4",
+         "--val", "2", "--height", "64", "--width", "128"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return f"synth:{out}"
+
+
+def ablate(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runners.ablate", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV, **kw,
+    )  # fmt: skip
+
+
+def test_list_names_every_table_and_marks_unsupported_rows() -> None:
+    out = ablate("--list")
+    assert out.returncode == 0, out.stderr
+    for table in ("table 2:", "table 3a:", "table 5b:", "table 6:", "table v1-3:"):
+        assert table in out.stdout
+    assert "unsupported: needs ImageNet" in out.stdout
+    assert "lambda_1_8" in out.stdout and "lam=0.125" in out.stdout
+
+
+def test_dry_run_profiles_without_storing(tmp_path: Path) -> None:
+    out = ablate("--table", "3a", "--dry-run", "--no-latency", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "3a/lambda_1_2" in out.stdout and "25.84" in out.stdout and "26.23" in out.stdout
+    assert not (tmp_path / "records").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--table", "9z"], "unknown table '9z'"),
+        (["--table", "3a", "--rows", "lambda_1_3"], "no row 'lambda_1_3'"),
+        (["--table", "3a", "--seeds", "0"], "--seeds 0"),
+        (["--table", "3a", "--recipe", "fast"], "unknown recipe"),
+        (["--table", "3a", "--data", "cityscapes:/nonexistent"], "not found"),
+        (["--table", "3a", "--device", "cuda"], "no CUDA device"),
+        ([], "--table is required"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    if "--device" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    out = ablate(*args, "--results-dir", str(tmp_path / "res"))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert not (tmp_path / "res" / "records").exists()
+
+
+def test_unwritable_results_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = ablate("--table", "3a", "--rows", "lambda_1_8", "--results-dir", str(blocker / "res"))
+    assert out.returncode == 2 and "not writable" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def _common(tmp: Path, data: str) -> list[str]:
+    return ["--table", "3a", "--rows", "lambda_1_8,lambda_1_16", "--recipe", TINY,
+            "--data", data, "--results-dir", str(tmp), "--no-latency", "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_end_to_end_then_resume_is_a_no_op(tmp_path: Path, tiny_data: str) -> None:
+    first = ablate(*_common(tmp_path, tiny_data), "--seeds", "2")
+    assert first.returncode == 0, first.stderr
+    assert "NOT Cityscapes" in first.stdout
+    assert "lambda_1_8" in first.stdout and "19.93" in first.stdout  # paper GMACs beside ours
+    frame = load_records(tmp_path)
+    assert len(frame) == 4 and set(frame["status"]) == {"ok"}
+    assert set(frame["seed"]) == {0, 1}
+    mtimes = {p: p.stat().st_mtime for p in (tmp_path / "records").rglob("*.json")}
+    t0 = time.perf_counter()
+    again = ablate(*_common(tmp_path, tiny_data), "--seeds", "2")
+    assert again.returncode == 0, again.stderr
+    assert "0 runs done now, 4 reused" in again.stdout
+    assert time.perf_counter() - t0 < 30
+    assert mtimes == {p: p.stat().st_mtime for p in (tmp_path / "records").rglob("*.json")}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_same_records(tmp_path: Path, tiny_data: str) -> None:
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners.ablate", *_common(killed, tiny_data)],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    # kill as soon as the first record lands, while the second run is in progress
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((killed / "records").rglob("*.json")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # every file that looks like a record parses; the killed row left no record
+    for path in (killed / "records").rglob("*.json"):
+        json.loads(path.read_text())
+    rerun = ablate(*_common(killed, tiny_data))
+    assert rerun.returncode == 0, rerun.stderr
+    straight = ablate(*_common(clean, tiny_data))
+    assert straight.returncode == 0, straight.stderr
+
+    def keys(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in (root / "records").rglob("*.json"))
+
+    assert keys(killed) == keys(clean) and len(keys(clean)) == 2
+    a, b = load_records(killed), load_records(clean)
+    assert list(a["status"]) == ["ok", "ok"] and list(b["status"]) == ["ok", "ok"]
+    assert not list((killed / "records").rglob("*.tmp*"))
