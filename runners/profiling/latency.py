@@ -281,7 +281,11 @@ def measure_latency(
     if len(shape) != 4 or min(shape) < 1:
         raise UsageError(f"input shape {shape}: expected N, C, H, W")
     cfg.check()
-    with cpu_threads(cfg.threads if not cfg.is_cuda else None) as threads:
+    # events, streams and graphs belong to the current CUDA device: make it cfg's (cuda:N)
+    on_device = (
+        torch.cuda.device(torch.device(cfg.device)) if cfg.is_cuda else contextlib.nullcontext()
+    )
+    with cpu_threads(cfg.threads if not cfg.is_cuda else None) as threads, on_device:
         prepared = prepare_model(model, cfg)
         with torch.inference_mode(), _autocast(cfg, for_graph=cfg.cuda_graphs):
             step = _make_step(prepared, shape, cfg)
