@@ -49,13 +49,15 @@ def build_parser() -> ArgumentParser:
     what.add_argument(
         "--spec", help="preset, 'v2:key=value,...' or a JSON file (default bisenetv2)"
     )
-    what.add_argument("--table", help="a V2 paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6")
+    what.add_argument(
+        "--table", help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1)"
+    )
     p.add_argument(
         "--input-hw",
         nargs=2,
         metavar=("H", "W"),
-        default=[str(v) for v in DEFAULT_INPUT_HW],
-        help="network input size (default 512 1024, the paper's)",
+        default=None,
+        help="network input size (default: the table's paper input, else 512 1024)",
     )
     p.add_argument(
         "--counters",
@@ -93,8 +95,13 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    input_hw = parse_input_hw(args.input_hw)
     table = get_table(args.table) if args.table is not None else None
+    if args.input_hw is not None:
+        input_hw = parse_input_hw(args.input_hw)
+    elif table is not None and table.rows:
+        input_hw = table.rows[0].input_hw  # the paper's own input (360x640 for V1's Table 4)
+    else:
+        input_hw = DEFAULT_INPUT_HW
     spec = None if table is not None else parse_spec(args.spec or "bisenetv2")
     counters = check_counters([c.strip() for c in args.counters.split(",") if c.strip()])
     warmup, repeats = TABLE_REPEATS if table is not None else SPEC_REPEATS
