@@ -239,6 +239,24 @@ def finished_trials(study) -> int:
     return n
 
 
+def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
+    """Run up to ``n_trials`` trials, stopping once the whole study reaches ``cfg.trials``.
+
+    The shares split one machine's remaining trials exactly; the check before each trial
+    (finished + running, across every worker of the study) stops machines that started
+    with the same remaining count, so a multi-machine study overshoots by at most the
+    number of workers that ask at the same moment.
+    """
+    import optuna
+
+    objective = Objective(cfg)
+    for _ in range(n_trials):
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if finished_trials(study) + running >= cfg.trials:
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+
+
 # --- the objective ---------------------------------------------------------------------
 
 
@@ -476,7 +494,7 @@ def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int, index: int) -
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, create=False)
-    study.optimize(Objective(cfg), n_trials=n_trials, catch=(TrialFailed,))
+    optimize_share(study, cfg, n_trials)
 
 
 def split_trials(total: int, workers: int) -> list[int]:
@@ -501,7 +519,7 @@ def run_search(cfg: SearchConfig) -> Any:
         import torch
 
         torch.set_num_threads(threads)
-        study.optimize(Objective(cfg), n_trials=shares[0], catch=(TrialFailed,))
+        optimize_share(study, cfg, shares[0])
         return study
     ctx = mp.get_context("spawn")
     procs = [
