@@ -42,7 +42,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
     p.add_argument("--workers", type=int, default=0, help="data-loader workers for training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run is still printed)")
     p.add_argument(
         "--wait", type=float, default=3600.0,
         help="seconds to wait for rows another process is running (default 3600)",
@@ -95,7 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ProfileSettings(
         latency=not args.no_latency, repeats=args.latency_repeats, threads=args.threads
     )
-    say = print if not args.no_progress else (lambda *_a, **_k: None)
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
     if args.dry_run:
@@ -109,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome = run_ablation(
         runs, unsupported, data, store, device=args.device, settings=settings,
         force=args.force, progress=not args.no_progress, wait_for_others_s=args.wait,
-        workers=args.workers, on_progress=lambda m: say(m, flush=True),
+        workers=args.workers, on_progress=lambda m: print(m, flush=True),
     )  # fmt: skip
     frame = build_table(table_id, load_records(store.root), recipe, data.data_id)
     print()
