@@ -32,33 +32,43 @@ def _check(cond: bool, name: str, value: object, why: str) -> None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Defaults are the "smoke" recipe: a few CPU minutes on the built-in data."""
+    """Defaults are the "smoke" recipe: a few CPU minutes on the built-in data.
 
-    # random crop fed to the network during training (height, width)
-    crop_hw: tuple[int, int] = (192, 384)
+    Smoke is sized so that training ``bisenetv2`` and scoring it on the 60 built-in val
+    images takes about 80 s on 2 CPU cores (16 images/s with bf16 + channels_last on a
+    CPU with AVX512-BF16; fp32 is about 1.5x slower), a 5-row table fits in 10 minutes,
+    and the val mIoU (about 19-20 %) is 10x the majority-class baseline (1.9 %).
+    """
+
+    # random crop fed to the network during training (height, width); smoke: the whole
+    # image at scale 0.5, part of it at 0.75 and 1.0 (the built-in images are 256x512)
+    crop_hw: tuple[int, int] = (128, 256)
     batch_size: int = 8
     # the fixed budget: optimiser steps, wall-clock seconds, or training images seen.
     # "seconds" is not reproducible across machines; prefer iterations for comparisons.
     budget_kind: BudgetKind = "iterations"
-    budget: int = 160
-    lr: float = 0.05
+    budget: int = 150
+    # smoke: the paper's 5e-2 at batch 16, scaled linearly to batch 8
+    lr: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 5e-4  # applied to conv weights only (not BN, not biases)
     poly_power: float = 0.9
-    warmup_iters: int = 20  # linear warm-up from lr * warmup_ratio
+    warmup_iters: int = 10  # linear warm-up from lr * warmup_ratio
     warmup_ratio: float = 0.1
     loss: Loss = "ce"
     # OHEM: keep pixels whose probability of the true class is below this, at least min_kept
     ohem_thresh: float = 0.7
     ohem_min_kept_frac: float = 1 / 16  # of the labelled pixels in the batch
     booster_weight: float = 1.0
-    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    # random rescale factors drawn from this set before the crop (the paper's set below)
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0)
     flip: bool = True
     color_jitter: float = 0.2
-    amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA
-    channels_last: bool = False
-    # network input at evaluation (the paper resizes 2048x1024 to 1024x512); None: native
-    eval_hw: tuple[int, int] | None = None
+    amp: bool = True  # bf16 autocast on CPU, fp16 on CUDA
+    channels_last: bool = True
+    # network input at evaluation (the paper resizes 2048x1024 to 1024x512); None: native.
+    # smoke: half the built-in 256x512 images, as the paper halves Cityscapes
+    eval_hw: tuple[int, int] | None = (128, 256)
     # evaluate every N iterations during training (0: only at the end); used for pruning
     eval_every: int = 0
 
@@ -146,6 +156,7 @@ RECIPES: dict[str, Recipe] = {
         flip=True,
         color_jitter=0.0,
         amp=True,
+        channels_last=False,
         eval_hw=(512, 1024),
         eval_every=0,
     ),
