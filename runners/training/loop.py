@@ -338,7 +338,8 @@ class _Run:
         if resume and self.ckpt_path.exists():
             finished = self._load()
             if finished is not None and finished.get("result"):
-                return TrainResult(**finished["result"])
+                known = TrainResult.__dataclass_fields__
+                return TrainResult(**{k: v for k, v in finished["result"].items() if k in known})
         dataset = self.source.dataset("train")
         if len(dataset) == 0:
             raise DataError(f"no training images in {self.source.label} at {self.source.path}")
