@@ -444,7 +444,7 @@ class _Run:
         if bar is not None:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)
             if self.recipe.budget_kind == "seconds":
-                bar.update(step_s)
+                bar.update(max(0.0, min(step_s, bar.total - bar.n)))  # the last step overshoots
             else:
                 bar.update(1)
 
