@@ -14,7 +14,14 @@ from pathlib import Path
 
 from analysis.records import load_records
 from analysis.tables import build_table, table_notes, to_markdown
-from runners.ablation import ProfileSettings, dry_run_rows, plan_runs, resolve_tables, run_ablation
+from runners.ablation import (
+    ProfileSettings,
+    dry_run_rows,
+    plan_runs,
+    remeasure_latency,
+    resolve_tables,
+    run_ablation,
+)
 from runners.cli import ArgumentParser, run_cli
 from runners.data.datasets import parse_data_arg
 from runners.store import Store
@@ -39,10 +46,18 @@ def parser() -> ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run rows that already have records")
     p.add_argument("--dry-run", action="store_true", help="profile only: no training, no records")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    p.add_argument(
+        "--remeasure-latency", action="store_true",
+        help="re-time the stored runs of the table on this machine (no training)",
+    )  # fmt: skip
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
     p.add_argument("--workers", type=int, default=0, help="data-loader workers for training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run is still printed)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (one line per run is still printed)",
+    )
     p.add_argument(
         "--wait", type=float, default=3600.0,
         help="seconds to wait for rows another process is running (default 3600)",
@@ -103,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = Store(args.results_dir)
     for problem in store.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if args.remeasure_latency:
+        if args.no_latency:
+            raise UsageError("--remeasure-latency and --no-latency contradict each other")
+        n = remeasure_latency(runs, store, args.device, settings)
+        print(f"re-timed {n} stored runs")
+        return 0
     print(f"table {table_id}: {tables[0].title}")
     print(f"data: {data.label}; recipe: {recipe.name}; seeds: {args.seeds}; results: {store.root}")
     outcome = run_ablation(

@@ -319,6 +319,41 @@ def run_ablation(
     )
 
 
+def remeasure_latency(
+    runs: list[PlannedRun],
+    store: Store,
+    device: str,
+    settings: ProfileSettings,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Re-time stored runs on this machine, keeping everything else of each record.
+
+    Latency belongs to a machine and its load, accuracy does not: this re-measures the
+    former (say, on a quiet machine, or on the GPU you will deploy on) without retraining.
+    """
+    done = 0
+    for run in runs:
+        with store.claim(run.key) as claim:
+            if not claim:
+                say(f"skipping {run.label} seed {run.seed}: another process holds it")
+                continue
+            record = store.get(run.key)
+            if not record or record.get("status") != "ok":
+                continue
+            input_hw = settings.input_hw or run.rows[0].input_hw
+            latency = profile_metrics(profile_run(run.spec, input_hw, settings, device))[
+                "latency_ms"
+            ]
+            env = environment(device)
+            latency.update(remeasured_at=utc_now(), load_avg_1m=env.get("load_avg_1m"))
+            record["metrics"]["latency_ms"] = latency
+            if not claim.lost:
+                store.put(record, force=True)
+                done += 1
+                say(f"{run.label} seed {run.seed}: {latency['median']:.1f} ms")
+    return done
+
+
 def _status(store: Store, key: RecordKey) -> str | None:
     try:
         record = store.get(key)

@@ -203,6 +203,9 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "hostname": _HOST,
     }
+    with contextlib.suppress(OSError, AttributeError):
+        # CPU timings taken while other processes compete are unreliable: say so
+        env["load_avg_1m"] = round(os.getloadavg()[0], 2)
     torch = sys.modules.get("torch")
     if torch is None:
         with contextlib.suppress(ImportError):

@@ -107,6 +107,17 @@ def test_end_to_end_then_resume_is_a_no_op(tmp_path: Path, tiny_data: str) -> No
     assert "0 runs done now, 4 reused" in again.stdout
     assert time.perf_counter() - t0 < 30
     assert mtimes == {p: p.stat().st_mtime for p in (tmp_path / "records").rglob("*.json")}
+    # latency can be re-taken on a quieter machine without retraining; mIoU is kept
+    before = load_records(tmp_path).set_index(["spec_id", "seed"])["miou"]
+    timed = ablate(*_common(tmp_path, tiny_data), "--rows", "lambda_1_8", "--remeasure-latency",
+                   "--latency-repeats", "1", "--seeds", "2")  # fmt: skip
+    assert timed.returncode == 2 and "contradict" in timed.stderr  # with --no-latency
+    args = [a for a in _common(tmp_path, tiny_data) if a != "--no-latency"]
+    timed = ablate(*args, "--remeasure-latency", "--latency-repeats", "1", "--seeds", "2")
+    assert timed.returncode == 0, timed.stderr
+    assert "re-timed 4 stored runs" in timed.stdout
+    after = load_records(tmp_path).set_index(["spec_id", "seed"])
+    assert (after["miou"] == before).all() and after["latency_ms"].notna().all()
 
 
 @pytest.mark.slow
