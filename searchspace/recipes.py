@@ -7,7 +7,9 @@ A recipe has its own id (hash of its canonical JSON), so a result is keyed by
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from searchspace.errors import SpecError
@@ -171,7 +173,22 @@ def get_recipe(name: str) -> Recipe:
 
 
 def parse_recipe(text: str) -> Recipe:
-    """``smoke``, ``paper``, or ``NAME:field=value,...`` (e.g. ``smoke:budget=400``)."""
+    """``smoke``, ``paper``, ``NAME:field=value,...`` (``smoke:budget=400``) or a .json file.
+
+    A JSON file holds a recipe's canonical JSON, e.g. the ``recipe`` of a stored record,
+    so a past run's exact recipe can be named even after a preset has changed.
+    """
+    if text.strip().endswith(".json"):
+        path = Path(text.strip())
+        try:
+            data = json.loads(path.read_text())
+        except OSError:
+            raise SpecError(f"recipe file {path}: cannot be read") from None
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"recipe file {path}: malformed JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"recipe file {path}: expected a JSON object")
+        return recipe_from_json_dict(data)
     base, _, overrides = text.strip().partition(":")
     recipe = get_recipe(base)
     aliases = {f: f for f in Recipe.__dataclass_fields__}

@@ -276,12 +276,14 @@ def test_report_on_the_fixture(fixture_recipe, tmp_path: Path):
     assert "## Environment of the measurements" in text and "AMD EPYC (hand-made fixture)" in text
 
 
-def test_report_cli_and_no_torch(tmp_path: Path):
+def test_report_cli_and_no_torch(tmp_path: Path, fixture_recipe):
+    recipe_file = tmp_path / "recipe.json"  # the fixture's recipe, named by file
+    recipe_file.write_text(fixture_recipe.to_json())
     code = (
         "import sys\n"
         "from analysis.report import main\n"
         f"main(['--results-dir', {str(FIXTURE)!r}, '--out', {str(tmp_path / 'r.md')!r}, "
-        "'--tables', '2'])\n"
+        f"'--tables', '2', '--recipe', {str(recipe_file)!r}])\n"
         "import analysis.claims, analysis.plots, analysis.tables, analysis.records\n"
         "print('torch' in sys.modules)\n"
     )
