@@ -1,49 +1,5 @@
-"""One-line command-line errors for analysis's entry points.
+"""Command-line plumbing for analysis (shared with runners: see searchspace/cli.py)."""
 
-The same contract as ``runners/cli.py`` (a toolkit error is one line on stderr, named by
-the module, and exit status 2), repeated here because analysis may not import runners
-(DESIGN.md layout).
-"""
+from searchspace.cli import EXIT_USAGE, ArgumentParser, run_cli
 
-from __future__ import annotations
-
-import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
-
-from searchspace.errors import ToolkitError
-
-EXIT_USAGE = 2
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump) and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
-
-
-def run_cli(
-    main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
-) -> None:
-    """Run ``main``; a toolkit error becomes one line on stderr and exit status 2."""
-    module = getattr(main, "__module__", "") or ""
-    if module == "__main__" or not module:
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        module = spec.name if spec is not None else sys.argv[0].rsplit("/", 1)[-1]
-    prog = module.removesuffix(".__main__")
-    try:
-        code = main(argv)
-    except ToolkitError as exc:
-        sys.stderr.write(f"{prog}: error: {' '.join(str(exc).split())}\n")
-        raise SystemExit(EXIT_USAGE) from None
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
-    except BrokenPipeError:  # the reader (say, `| head`) went away: not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise SystemExit(0) from None
-    raise SystemExit(code or 0)
+__all__ = ["EXIT_USAGE", "ArgumentParser", "run_cli"]
