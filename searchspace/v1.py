@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     canonical_json,
@@ -49,9 +50,7 @@ BACKBONE_SHAPES: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
 XCEPTION_EXPANSION = 4
 
 
-def _check(cond: bool, name: str, value: object, why: str) -> None:
-    if not cond:
-        raise SpecError(f"{name}={value!r}: {why}")
+_check = check
 
 
 @dataclass(frozen=True)
@@ -153,28 +152,8 @@ class BiSeNetV1Spec:
         )
         _check(self.head_width > 0, "head_width", self.head_width, "must be > 0")
         _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
-        _check(
-            isinstance(self.width_mult, (int, float)) and 0 < self.width_mult <= 8,
-            "width_mult",
-            self.width_mult,
-            "alpha must be in (0, 8]",
-        )
-        _check(
-            isinstance(self.depth_mult, (int, float)) and 0 < self.depth_mult <= 8,
-            "depth_mult",
-            self.depth_mult,
-            "d must be in (0, 8]",
-        )
-        seen = set()
-        for pos in self.aux_positions:
-            _check(
-                pos in AUX_POSITIONS,
-                "aux_positions",
-                pos,
-                f"unknown position (known: {', '.join(AUX_POSITIONS)})",
-            )
-            _check(pos not in seen, "aux_positions", pos, "listed twice")
-            seen.add(pos)
+        check_multipliers(self.width_mult, self.depth_mult)
+        check_positions("aux_positions", self.aux_positions, AUX_POSITIONS)
         if self.aux_positions:
             _check(self.aux_width > 0, "aux_width", self.aux_width, "must be > 0")
         resolve(self)  # every width/depth after the multipliers must be positive

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     canonical_json,
@@ -31,9 +32,7 @@ DownDW = Literal["3x3x2", "5x5"]
 Aggregation = Literal["bga", "sum", "concat", "ffm", "detail_only", "semantic_only"]
 
 
-def _check(cond: bool, name: str, value: object, why: str) -> None:
-    if not cond:
-        raise SpecError(f"{name}={value!r}: {why}")
+_check = check
 
 
 @dataclass(frozen=True)
@@ -140,28 +139,8 @@ class BiSeNetV2Spec:
         )
         _check(self.head_width > 0, "head_width", self.head_width, "must be > 0")
         _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
-        _check(
-            isinstance(self.width_mult, (int, float)) and 0 < self.width_mult <= 8,
-            "width_mult",
-            self.width_mult,
-            "alpha must be in (0, 8]",
-        )
-        _check(
-            isinstance(self.depth_mult, (int, float)) and 0 < self.depth_mult <= 8,
-            "depth_mult",
-            self.depth_mult,
-            "d must be in (0, 8]",
-        )
-        seen = set()
-        for pos in self.booster_positions:
-            _check(
-                pos in BOOSTER_POSITIONS,
-                "booster_positions",
-                pos,
-                f"unknown position (known: {', '.join(BOOSTER_POSITIONS)})",
-            )
-            _check(pos not in seen, "booster_positions", pos, "listed twice")
-            seen.add(pos)
+        check_multipliers(self.width_mult, self.depth_mult)
+        check_positions("booster_positions", self.booster_positions, BOOSTER_POSITIONS)
         if self.booster_positions:
             _check(self.booster_width > 0, "booster_width", self.booster_width, "must be > 0")
             _check(
