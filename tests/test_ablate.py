@@ -19,17 +19,6 @@ TINY = "smoke:budget=3,crop_hw=64+64,batch_size=2,warmup_iters=0"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("synth")
-    subprocess.run(
-        [sys.executable, "-m", "runners.data", "synth", "--out", str(out), "--train", "4",
-         "--val", "2", "--height", "64", "--width", "128"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    return f"synth:{out}"
-
-
 def ablate(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "runners.ablate", *args],
