@@ -35,7 +35,11 @@ ALIASES = {"pair": "6", "v2": "6"}
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="runners.ablate", description=__doc__.splitlines()[0])
-    p.add_argument("--table", help="paper table id: " + ", ".join(_all_tables()))
+    p.add_argument(
+        "--table",
+        help="paper table id, or several joined by commas (rows they share run once): "
+        + ", ".join(_all_tables()),
+    )
     p.add_argument("--list", action="store_true", help="list tables and rows, then exit")
     p.add_argument("--rows", help="comma-separated row names of the table (default: all)")
     p.add_argument("--recipe", default="smoke", help="smoke (default), paper, or NAME:k=v,...")
@@ -101,9 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available here")
-    table_id = _table_id(args.table)
-    tables = resolve_tables([table_id])
+    table_ids = list(dict.fromkeys(_table_id(t.strip()) for t in args.table.split(",")))
+    tables = resolve_tables(table_ids)
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    if rows and len(tables) > 1:
+        raise UsageError(f"--rows needs a single --table, not {args.table!r}")
     recipe = parse_recipe(args.recipe)
     data = parse_data_arg(args.data)
     runs, unsupported = plan_runs(tables, rows, recipe, data, args.seeds)
@@ -113,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
     if args.dry_run:
-        return _print_dry_run(dry_run_rows(runs, args.device, settings), table_id)
+        return _print_dry_run(dry_run_rows(runs, args.device, settings), ",".join(table_ids))
 
     store = Store(args.results_dir)
     for problem in store.problems:
@@ -124,18 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = remeasure_latency(runs, store, args.device, settings)
         print(f"re-timed {n} stored runs")
         return 0
-    print(f"table {table_id}: {tables[0].title}")
+    for table_id, table in zip(table_ids, tables):
+        print(f"table {table_id}: {table.title}")
     print(f"data: {data.label}; recipe: {recipe.name}; seeds: {args.seeds}; results: {store.root}")
     outcome = run_ablation(
         runs, unsupported, data, store, device=args.device, settings=settings,
         force=args.force, progress=not args.no_progress, wait_for_others_s=args.wait,
         workers=args.workers, on_progress=lambda m: print(m, flush=True),
     )  # fmt: skip
-    frame = build_table(table_id, load_records(store.root), recipe, data.data_id)
-    print()
-    print(to_markdown(frame))
-    for note in table_notes(frame):
-        print(f"note: {note}")
+    records = load_records(store.root)
+    for table_id, table in zip(table_ids, tables):
+        frame = build_table(table_id, records, recipe, data.data_id)
+        print(f"\ntable {table_id}: {table.title}\n")
+        print(to_markdown(frame))
+        for note in table_notes(frame):
+            print(f"note: {note}")
     print(
         f"\n{len(outcome.ran)} runs done now, {len(outcome.skipped)} reused, "
         f"{len(outcome.busy)} still running elsewhere, {len(outcome.failed)} failed; "

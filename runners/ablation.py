@@ -365,17 +365,25 @@ def _status(store: Store, key: RecordKey) -> str | None:
 def dry_run_rows(
     runs: list[PlannedRun], device: str, settings: ProfileSettings
 ) -> list[dict[str, Any]]:
-    """Profile only (no training, nothing stored): one dict per planned run."""
+    """Profile only (no training, nothing stored): one dict per table row.
+
+    Each spec is profiled once; rows that share it (the same network under another
+    recipe, or the same row in two tables) reuse its numbers.
+    """
     out = []
-    seen: set[str] = set()
+    profiled: dict[str, dict[str, Any]] = {}
+    listed: set[str] = set()
     for run in runs:
-        if run.spec.spec_id in seen:
-            continue
-        seen.add(run.spec.spec_id)
-        input_hw = settings.input_hw or run.rows[0].input_hw
-        result = profile_run(run.spec, input_hw, settings, device)
-        metrics = profile_metrics(result)
+        if run.spec.spec_id not in profiled:
+            input_hw = settings.input_hw or run.rows[0].input_hw
+            profiled[run.spec.spec_id] = profile_metrics(
+                profile_run(run.spec, input_hw, settings, device)
+            )
+        metrics = profiled[run.spec.spec_id]
         for row in run.rows:
+            if row.key in listed:
+                continue
+            listed.add(row.key)
             out.append(
                 {
                     "row": row.key,

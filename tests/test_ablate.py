@@ -42,6 +42,25 @@ def test_dry_run_profiles_without_storing(tmp_path: Path) -> None:
     assert not (tmp_path / "records").exists()
 
 
+def test_several_tables_share_their_common_rows(tmp_path: Path) -> None:
+    from runners.ablation import plan_runs
+    from runners.data.datasets import parse_data_arg
+    from searchspace.recipes import parse_recipe
+    from searchspace.tables import get_table
+
+    runs, _ = plan_runs([get_table("2"), get_table("3a")], None, parse_recipe("smoke"),
+                        parse_data_arg("synth"), seeds=1)  # fmt: skip
+    # 7 + 5 rows; detail_only is in both, and 3a's lambda_1_4 is Table 2's bga: 10 runs
+    assert len(runs) == 10
+    shared = {r.label: sorted(row.key for row in r.rows) for r in runs if len(r.rows) > 1}
+    assert sorted(shared.values()) == [["2/bga", "3a/lambda_1_4"],
+                                       ["2/detail_only", "3a/detail_only"]]  # fmt: skip
+    out = ablate("--table", "2,3a", "--dry-run", "--no-latency", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[0] for line in out.stdout.splitlines()[2:]]
+    assert len(listed) == 12 and "3a/lambda_1_4" in listed and "2/bga_booster_ohem" in listed
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -52,6 +71,8 @@ def test_dry_run_profiles_without_storing(tmp_path: Path) -> None:
         (["--table", "3a", "--data", "cityscapes:/nonexistent"], "not found"),
         (["--table", "3a", "--device", "cuda"], "no CUDA device"),
         ([], "--table is required"),
+        (["--table", "2,3a", "--rows", "bga"], "--rows needs a single --table"),
+        (["--table", "3a,9z"], "unknown table '9z'"),
     ],
 )
 def test_bad_input_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
