@@ -22,6 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return names[0] if names else "unknown CPU"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default="3a")
@@ -30,7 +39,9 @@ def main() -> int:
     env = {**os.environ, "BISENET_DATA": str(work / "data")}
     cmd = [sys.executable, "-m", "runners.ablate", "--table", args.table,
            "--results-dir", str(work / "results"), "--no-progress"]  # fmt: skip
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")  # fmt: skip
     print("$ " + " ".join(cmd[1:]) + f"   (BISENET_DATA={work / 'data'})", flush=True)
     timings = []
     for attempt in ("first run (data generation included)", "re-run (must reuse everything)"):
