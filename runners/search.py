@@ -51,6 +51,11 @@ def parser() -> ArgumentParser:
     p.add_argument("--export-best", type=Path, default=None, help="write the front's specs here")
     p.add_argument("--plots", type=Path, default=None, help="write study plots here")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
+    p.add_argument(
+        "--grace-s", type=int, default=60,
+        help="seconds without a heartbeat before a worker counts as dead and its trial is "
+        "retried (default 60)",
+    )  # fmt: skip
     return p
 
 
@@ -68,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe=args.recipe, data=args.data, results_dir=args.results_dir, device=args.device,
         pruner=args.pruner, latency_hw=tuple(args.latency_hw),
         latency_repeats=args.latency_repeats, threads=args.threads, progress=args.progress,
+        grace_s=args.grace_s,
     )  # fmt: skip
     # validate recipe and data names before the study is created
     from runners.data.datasets import parse_data_arg

@@ -62,6 +62,7 @@ class SearchConfig:
     latency_repeats: int = 5
     threads: int | None = None  # torch threads per worker (default: cores // workers)
     progress: bool = False
+    grace_s: int = GRACE_S  # a worker silent this long is dead: its trial is failed, retried
 
     def check(self) -> None:
         get_space(self.space)
@@ -86,6 +87,8 @@ class SearchConfig:
             )
         if self.workers < 1:
             raise UsageError(f"--workers {self.workers}: must be >= 1")
+        if self.grace_s < 2:
+            raise UsageError(f"--grace-s {self.grace_s}: must be >= 2 (seconds)")
         for name, value in (
             ("--max-gmacs", self.max_gmacs),
             ("--max-latency-ms", self.max_latency_ms),
@@ -116,8 +119,12 @@ class SearchConfig:
 # --- storage and study ---------------------------------------------------------------
 
 
-def make_storage(url: str, heartbeat: bool = True):
-    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+def make_storage(url: str, heartbeat: bool = True, grace_s: int = GRACE_S):
+    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried.
+
+    Each worker beats every ``min(15, grace_s // 4)`` s; a RUNNING trial whose worker has
+    been silent for ``grace_s`` is failed and re-queued once with the same parameters.
+    """
     import warnings
 
     import optuna
@@ -129,8 +136,8 @@ def make_storage(url: str, heartbeat: bool = True):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
         kwargs = dict(
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
+            heartbeat_interval=max(1, min(HEARTBEAT_S, grace_s // 4)),
+            grace_period=grace_s,
             heartbeat_stale_trial_callback=retry,
         )
     if url.startswith("sqlite:///"):
@@ -188,7 +195,7 @@ def open_study(cfg: SearchConfig, create: bool = True):
     """Create or load the study; refuse one that exists with other objectives or space."""
     import optuna
 
-    storage = make_storage(cfg.storage_url)
+    storage = make_storage(cfg.storage_url, grace_s=cfg.grace_s)
     space = get_space(cfg.space)
     directions = [OBJECTIVES[o] for o in cfg.objectives]
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
@@ -247,10 +254,17 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
     with the same remaining count, so a multi-machine study overshoots by at most the
     number of workers that ask at the same moment.
     """
+    import warnings
+
     import optuna
 
     objective = Objective(cfg)
     for _ in range(n_trials):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a dead worker's RUNNING trial must not count as under way: fail it now, and
+            # the storage's retry callback queues a copy that the next trial picks up
+            optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         if finished_trials(study) + running >= cfg.trials:
             break
@@ -285,6 +299,22 @@ class Objective:
         return self._ctx
 
     def __call__(self, trial) -> tuple[float, ...] | float:
+        """The trial's values; a failure of this trial alone becomes ``TrialFailed``.
+
+        A bad spec (SpecError), a NaN loss or out-of-memory (a failed run record), or an
+        error while profiling is recorded as the trial's ``fail_reason`` and the study goes
+        on; a mistake of the whole invocation (UsageError, e.g. a missing dataset) stops it.
+        """
+        try:
+            return self._values(trial)
+        except (UsageError, TrialFailed):
+            raise
+        except (ToolkitError, RuntimeError) as exc:
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from exc
+
+    def _values(self, trial) -> tuple[float, ...] | float:
         import optuna
 
         from analysis.records import RecordKey

@@ -180,3 +180,148 @@ def test_three_workers_on_one_postgres_study(tmp_path: Path, tiny_data: str, pos
     assert len(records) == len({t.user_attrs["spec_id"] for t in trials})
     stems = {f"{r.parent.name}__{r.stem}" for r in records}
     assert stems == {t.user_attrs["record"] for t in trials}
+
+
+# --- failures, constraints, pruning, dead workers, export and plots --------------------
+
+
+def _two_point_space(monkeypatch, bad_head: bool = False) -> str:
+    """A 2-point space (alpha 0.25 / 0.5 at d 0.5); with ``bad_head`` alpha 0.5 is invalid."""
+    from searchspace.optuna_spaces import SearchSpace
+    from searchspace.presets import get_preset
+
+    def to_spec(params):
+        spec = get_preset("bisenetv2").replace(width_mult=params["width_mult"], depth_mult=0.5)
+        if bad_head and params["width_mult"] == 0.5:
+            return spec.replace(head_width=-3)  # validation rejects it: a bad spec
+        return spec
+
+    space = SearchSpace("two", "test space", {"width_mult": (0.25, 0.5)}, to_spec)
+    monkeypatch.setitem(SPACES, "two", space)
+    return "two"
+
+
+def test_a_bad_spec_fails_its_trial_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
+    from runners.searching import run_search
+
+    cfg = SearchConfig(space=_two_point_space(monkeypatch, bad_head=True), study="bad",
+                       trials=2, objectives=("gmacs", "params"), sampler="grid",
+                       results_dir=str(tmp_path), latency_hw=(64, 64))  # fmt: skip
+    study = run_search(cfg)
+    by_state = {t.state.name: t for t in study.trials}
+    assert sorted(by_state) == ["COMPLETE", "FAIL"]
+    assert by_state["FAIL"].params == {"width_mult": 0.5}
+    assert "head_width" in by_state["FAIL"].user_attrs["fail_reason"]
+    assert finished_trials(study) == 2  # a failure is a finished trial: the study is done
+
+
+def test_a_nan_run_is_recorded_with_its_reason(tmp_path: Path, tiny_data: str, monkeypatch):
+    from analysis.records import load_records
+    from runners.searching import run_search
+
+    # a learning rate of 1e30 makes the loss non-finite within a few steps: a real NaN run
+    recipe = "smoke:budget=6,crop_hw=64+64,batch_size=2,warmup_iters=0,lr=1e30"
+    cfg = SearchConfig(space=_two_point_space(monkeypatch), study="nan", trials=2,
+                       objectives=("miou", "gmacs"), sampler="grid", recipe=recipe,
+                       data=tiny_data, results_dir=str(tmp_path))  # fmt: skip
+    study = run_search(cfg)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    for t in study.trials:
+        assert "loss is" in t.user_attrs["fail_reason"], t.user_attrs
+    frame = load_records(tmp_path)  # the store keeps the failures, so they are not re-run
+    assert len(frame) == 2 and set(frame["status"]) == {"failed"}
+    assert frame["reason"].str.contains("loss is").all()
+
+
+def test_constraints_reject_before_training(tmp_path: Path, tiny_data: str) -> None:
+    from runners.complexity import build_on_meta, count_macs
+    from runners.searching import run_search
+
+    space = get_space("multipliers")
+    gmacs = sorted(count_macs(build_on_meta(space.to_spec(p)), (64, 64)) / 1e9
+                   for p in space.grid())  # fmt: skip
+    cap = gmacs[4] + 1e-9  # 5 of the 15 points meet it
+    cfg = SearchConfig(space="multipliers", study="cap", trials=15, objectives=("miou", "gmacs"),
+                       sampler="grid", recipe=TINY_RECIPE, data=tiny_data, max_gmacs=cap,
+                       results_dir=str(tmp_path), latency_hw=(64, 64))  # fmt: skip
+    study = run_search(cfg)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 5 and states.count("PRUNED") == 10
+    assert all(
+        "GMACs >" in t.user_attrs["rejected"] for t in study.trials if t.state.name == "PRUNED"
+    )
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 5  # nothing trained for the rest
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_single_objective_reports_intermediate_miou_and_is_pruned(
+    tmp_path: Path, tiny_data: str
+) -> None:
+    from runners.searching import Objective, TrialFailed
+
+    cfg = SearchConfig(space="multipliers", study="prune", trials=1, objectives=("miou",),
+                       pruner="median", recipe="smoke:budget=8,crop_hw=64+64,batch_size=2,"
+                       "warmup_iters=0", data=tiny_data, results_dir=str(tmp_path),
+                       max_gmacs=50.0)  # fmt: skip
+    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
+    study.optimize(Objective(cfg), n_trials=1, catch=(TrialFailed,))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    # the recipe gained an evaluation every budget // 4 iterations; the first one pruned it
+    assert list(trial.intermediate_values) == [2]
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_data: str) -> None:
+    import signal
+    import time
+
+    recipe = "smoke:budget_kind=seconds,budget=6,crop_hw=64+64,batch_size=2,warmup_iters=0"
+    args = ["--space", "multipliers", "--study", "hb", "--trials", "1", "--objectives",
+            "miou,gmacs", "--recipe", recipe, "--data", tiny_data, "--results-dir",
+            str(tmp_path), "--sampler", "random", "--grace-s", "2"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "runners.search", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    cfg = SearchConfig(space="multipliers", study="hb", trials=1, objectives=("miou", "gmacs"),
+                       recipe=recipe, data=tiny_data, results_dir=str(tmp_path), grace_s=2)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "checkpoints").glob("*")):
+        time.sleep(0.2)  # training has started once its run folder exists
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (dead,) = open_study(cfg, create=False).get_trials(deepcopy=False)
+    assert dead.state == optuna.trial.TrialState.RUNNING  # nobody told the study
+    time.sleep(3)  # past the 2 s grace period
+    again = search(*args)
+    assert again.returncode == 0, again.stderr
+    trials = open_study(cfg, create=False).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == dead.params and trials[1].system_attrs["failed_trial"] == 0
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 1
+
+
+def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
+    from runners.searching import export_best, pareto_specs, run_search, write_plots
+    from searchspace.presets import parse_spec
+
+    cfg = SearchConfig(space="multipliers", study="front", trials=4, objectives=("miou", "gmacs"),
+                       sampler="random", recipe=TINY_RECIPE, data=tiny_data,
+                       results_dir=str(tmp_path), latency_hw=(64, 64))  # fmt: skip
+    study = run_search(cfg)
+    paths = export_best(study, tmp_path / "front")
+    front = pareto_specs(study)
+    assert paths and len(paths) == len(front)
+    # every exported file is a preset the other commands accept (--spec FILE)
+    assert [parse_spec(str(p)).spec_id for p in paths] == [s.spec_id for s, _ in front]
+    prof = subprocess.run([sys.executable, "-m", "runners.profile", "--spec", str(paths[0]),
+                           "--input-hw", "64", "64", "--no-latency"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert prof.returncode == 0, prof.stderr
+    written = {p.name for p in write_plots(study, tmp_path / "plots")}
+    for stem in ("pareto", "hypervolume", "importances"):
+        assert any(stem in name and name.endswith(".png") for name in written), written
