@@ -30,7 +30,7 @@ def _save(fig: Any, stem: Path) -> list[Path]:
 def plot_front(
     frame: pd.DataFrame, objectives: list[str], stem: Path, reference: dict[str, dict[str, float]]
 ) -> list[Path]:
-    """Measured trials (grey), the non-dominated ones joined; reference specs as markers."""
+    """Measured trials (grey), the non-dominated ones joined; reference specs as stars or lines."""
     x, y = objectives[1], objectives[0]
     done = frame[frame["state"] == "COMPLETE"].dropna(subset=[x, y])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -45,12 +45,18 @@ def plot_front(
         label="Pareto front",
     )
     ax.scatter(front[x], front[y] * (100 if y == "miou" else 1), c="C3", s=30, zorder=3)
-    for name, vals in reference.items():
-        if x in vals:
-            ax.axvline(vals[x], ls="--", lw=0.8, c="C0")
+    for i, (name, vals) in enumerate(reference.items()):
+        if x not in vals:
+            continue
+        if y in vals:  # trained like the trials: a point
+            yv = vals[y] * (100 if y == "miou" else 1)
+            ax.scatter([vals[x]], [yv], marker="*", s=120, c=f"C{i}", zorder=4, label=name)
+        else:  # only its cost is known here: a line
+            ax.axvline(vals[x], ls="--", lw=0.8, c=f"C{i}")
             ax.text(
-                vals[x], ax.get_ylim()[0], f" {name}", rotation=90, va="bottom", fontsize=7, c="C0"
-            )
+                vals[x], ax.get_ylim()[0], f" {name}", rotation=90, va="bottom", fontsize=7,
+                c=f"C{i}",
+            )  # fmt: skip
     ax.set_xlabel(x)
     ax.set_ylabel("mIoU (%)" if y == "miou" else y)
     ax.legend(fontsize=8)
@@ -84,10 +90,8 @@ def plot_study(
             other = next(o for o in objectives if o != "miou")
             paths += plot_front(frame, ["miou", other], out_dir / f"{name}_pareto", reference)
             directions = study.directions
-            ref = [
-                0.0 if d.name == "MAXIMIZE" else _worst(frame, o)
-                for d, o in zip(directions, objectives)
-            ]
+            done = frame[frame["state"] == "COMPLETE"]
+            ref = [_nadir(done, o, d.name == "MAXIMIZE") for d, o in zip(directions, objectives)]
             if all(r is not None for r in ref):
                 ax = ovm.plot_hypervolume_history(study, reference_point=ref)
                 paths += _save(ax.figure, out_dir / f"{name}_hypervolume")
@@ -110,7 +114,15 @@ def plot_study(
     return paths
 
 
-def _worst(frame: pd.DataFrame, column: str) -> float | None:
+def _nadir(frame: pd.DataFrame, column: str, maximize: bool) -> float | None:
+    """The worst value seen, pushed 10% of the range further out.
+
+    A reference at mIoU 0 would make any single trial score most of the hypervolume and
+    flatten the curve; the nadir of the trials keeps it informative (the benchmark uses
+    the same rule).
+    """
     if column not in frame or frame[column].dropna().empty:
         return None
-    return float(frame[column].max()) * 1.1
+    values = frame[column].dropna()
+    span = float(values.max() - values.min()) or abs(float(values.max())) or 1.0
+    return float(values.min()) - 0.1 * span if maximize else float(values.max()) + 0.1 * span

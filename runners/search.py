@@ -14,6 +14,7 @@ from runners.searching import (
     export_best,
     finished_trials,
     pareto_specs,
+    reference_points,
     run_search,
     trials_frame,
     write_plots,
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in export_best(study, args.export_best):
             print(f"wrote {path}")
     if args.plots:
-        for path in write_plots(study, args.plots):
+        for path in write_plots(study, args.plots, reference_points(cfg)):
             print(f"wrote {path}")
     return 0
 

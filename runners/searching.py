@@ -619,6 +619,47 @@ def export_best(study, out_dir: Path) -> list[Path]:
     return paths
 
 
+REFERENCE_PRESETS = ("bisenetv2", "bisenetv2_l")
+
+
+def reference_points(
+    cfg: SearchConfig, presets: Sequence[str] = REFERENCE_PRESETS
+) -> dict[str, dict[str, float]]:
+    """The paper presets' values on the study's objectives, for the plots.
+
+    Cost objectives are computed here (latency measured at the study's input and device
+    unless a stored run has it); mIoU only when the store holds a finished run of the
+    preset under the study's recipe, data and seed, so a preset is a point when it was
+    trained like the trials and a line at its cost otherwise. The paper's own mIoU is on
+    Cityscapes under another recipe, so it is never mixed in.
+    """
+    from analysis.records import RecordKey
+    from runners.complexity import build_on_meta, count_macs, count_params
+    from searchspace.presets import get_preset
+
+    objective = Objective(cfg)
+    ctx = objective._setup()
+    out: dict[str, dict[str, float]] = {}
+    for name in presets:
+        spec = get_preset(name)
+        if spec.num_classes != ctx["data"].num_classes:
+            spec = spec.replace(num_classes=ctx["data"].num_classes)
+        meta = build_on_meta(spec)
+        vals = {
+            "gmacs": count_macs(meta, cfg.latency_hw) / 1e9,
+            "params": float(count_params(meta)),
+        }
+        key = RecordKey.of(spec, ctx["recipe"], ctx["data"].data_id, cfg.train_seed)
+        record = objective._finished(ctx["store"], key) or {}
+        if record.get("status") == "ok":
+            vals["miou"] = float(record["metrics"]["miou"])
+        if "latency_ms" in cfg.objectives:
+            profiled = objective._stored_profile(ctx, spec) or objective._measure(spec)
+            vals["latency_ms"] = float(profiled["latency_ms"]["median"])
+        out[name] = vals
+    return out
+
+
 def write_plots(
     study, out_dir: Path, reference: dict[str, dict[str, float]] | None = None
 ) -> list[Path]:

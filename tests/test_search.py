@@ -306,7 +306,13 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_data: 
 
 
 def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
-    from runners.searching import export_best, pareto_specs, run_search, write_plots
+    from runners.searching import (
+        export_best,
+        pareto_specs,
+        reference_points,
+        run_search,
+        write_plots,
+    )
     from searchspace.presets import parse_spec
 
     cfg = SearchConfig(space="multipliers", study="front", trials=4, objectives=("miou", "gmacs"),
@@ -322,6 +328,11 @@ def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
                            "--input-hw", "64", "64", "--no-latency"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert prof.returncode == 0, prof.stderr
-    written = {p.name for p in write_plots(study, tmp_path / "plots")}
+    reference = reference_points(cfg)
+    # bisenetv2 is the grid point (1.0, 1.0): trained here only if the study sampled it
+    trained = any(t.params == {"width_mult": 1.0, "depth_mult": 1.0} for t in study.trials)
+    assert ("miou" in reference["bisenetv2"]) == trained
+    assert reference["bisenetv2_l"]["gmacs"] > 5 * reference["bisenetv2"]["gmacs"]
+    written = {p.name for p in write_plots(study, tmp_path / "plots", reference)}
     for stem in ("pareto", "hypervolume", "importances"):
         assert any(stem in name and name.endswith(".png") for name in written), written
