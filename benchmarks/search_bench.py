@@ -5,13 +5,17 @@
 1. Trains every point of the discretised ``multipliers`` grid (15 specs) once under a tiny
    recipe on the built-in data, through the result store: that is the full grid's cost.
 2. Runs an Optuna study (the default multi-objective sampler, TPE) and random search
-   over the same space for as many trials as the grid has points, several seeds each.
+   over the same space for as many trials as the grid has points, 20 seeds each (one
+   seed's curve is luck: the target is judged on the median seed).
    Their trials reuse the stored runs, and each is charged the training seconds of the
    specs it visits for the first time, so the comparison costs minutes, not hours.
    Every spec's mIoU and latency are those of its stored run, so the three strategies
    are scored on identical numbers.
 3. Prints the hypervolume (mIoU up, latency down) against training time spent, and the
-   time each strategy needs to reach 90% of the full grid's hypervolume.
+   time each strategy needs to reach 90% of the full grid's hypervolume. The reference
+   point is the grid's nadir (its worst mIoU and worst latency, each pushed out by 10% of
+   its range): with mIoU 0 as the reference, any single fast model already scores ~80%
+   of the grid's hypervolume and the 90% target says nothing.
 4. Times the same 4 fresh trials with 1 worker and with 2 workers (cores split, one
    torch thread each) to show --workers does not oversubscribe.
 """
@@ -43,7 +47,7 @@ from runners.searching import (  # noqa: E402
 )
 from searchspace.optuna_spaces import get_space  # noqa: E402
 
-TINY = "smoke:budget=40,crop_hw=128+128,batch_size=4,warmup_iters=5,eval_hw=128+256"
+TINY = "smoke:budget=150,crop_hw=128+128,batch_size=8,warmup_iters=10,eval_hw=128+256"
 LATENCY_HW = (256, 512)
 
 
@@ -101,7 +105,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     ap.add_argument("--results-dir", type=Path, default=ROOT / "runs" / "search_bench")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--skip-workers", action="store_true")
     args = ap.parse_args()
     lines: list[str] = []
@@ -117,19 +121,26 @@ def main() -> int:
     say(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}")
     say(f"space: multipliers ({n} grid points), recipe: {TINY}, data: built-in synthetic")
     say(f"latency: CPU, input {LATENCY_HW[0]}x{LATENCY_HW[1]}, batch 1")
+    from searchspace.recipes import parse_recipe
+
+    tag = parse_recipe(TINY).recipe_id  # study names per recipe: never resume a stale one
     base = SearchConfig(
-        space="multipliers", study="grid", trials=n, sampler="grid", recipe=TINY,
+        space="multipliers", study=f"grid-{tag}", trials=n, sampler="grid", recipe=TINY,
         results_dir=str(args.results_dir), latency_hw=LATENCY_HW, latency_repeats=5,
     )  # fmt: skip
     t0 = time.perf_counter()
     grid_study = run_search(base)
     say(f"\nfull grid trained in {time.perf_counter() - t0:.0f} s wall (cached runs reused)")
     grid = {sid: (m, lat, ts) for sid, m, lat, ts in trial_points(grid_study)}
-    ref = (0.0, 1.1 * max(v[1] for v in grid.values()))
+    mious, lats = [v[0] for v in grid.values()], [v[1] for v in grid.values()]
+    ref = (
+        min(mious) - 0.1 * (max(mious) - min(mious)),
+        max(lats) + 0.1 * (max(lats) - min(lats)),
+    )
     grid_hv = hypervolume([(m, lat) for m, lat, _ in grid.values()], ref)
     grid_s = sum(v[2] for v in grid.values())
     say(f"grid: {len(grid)} specs, {grid_s:.0f} s of training, hypervolume {grid_hv:.4f} "
-        f"(reference mIoU 0, latency {ref[1]:.1f} ms)")  # fmt: skip
+        f"(reference: mIoU {100 * ref[0]:.2f} %, latency {ref[1]:.1f} ms)")  # fmt: skip
     say("\nspec                  mIoU %   latency ms   train s")
     for params in space.grid():
         spec = space.to_spec(params)
@@ -140,8 +151,10 @@ def main() -> int:
     summary: dict[str, list[tuple[float | None, float]]] = {"study (TPE)": [], "random": []}
     for label, sampler in (("study (TPE)", None), ("random", "random")):
         for seed in range(args.seeds):
-            name = f"{'tpe' if sampler is None else 'random'}-s{seed}"
-            cfg = replace(base, study=name, sampler=sampler, seed=seed, trials=n)
+            name = f"{'tpe' if sampler is None else 'random'}-s{seed}-{tag}"
+            # random gets other seeds: TPE starts with random trials from the same seed
+            seed_ = seed if sampler is None else 1000 + seed
+            cfg = replace(base, study=name, sampler=sampler, seed=seed_, trials=n)
             study = run_search(cfg)
             c = curve(trial_points(study), grid, ref)
             summary[label].append((time_to(c, target), c[-1][2] / grid_hv))
@@ -156,13 +169,16 @@ def main() -> int:
         times = [t for t, _ in runs]
         reached = [t for t in times if t is not None]
         med = statistics.median(reached) if reached else float("nan")
-        say(f"  {label:12s} reached in {len(reached)}/{len(runs)} seeds; median "
+        say(f"  {label:12s} reached in {len(reached)}/{len(runs)} seeds; median of those "
             f"{med:.0f} s = {100 * med / grid_s:.0f}% of the grid's time; final HV "
             f"{100 * statistics.mean(h for _, h in runs):.1f}% of the grid's")  # fmt: skip
-    tpe = [t for t, _ in summary["study (TPE)"]]
-    ok = all(t is not None and t <= 0.5 * grid_s for t in tpe)
-    say(f"target (study reaches 90% HV within 50% of the grid's time, every seed): "
-        f"{'met' if ok else 'NOT met'}")  # fmt: skip
+    # a seed that never reaches 90% counts as infinitely slow in the median
+    tpe = [t if t is not None else float("inf") for t, _ in summary["study (TPE)"]]
+    within = sum(t <= 0.5 * grid_s for t in tpe)
+    med = statistics.median(tpe)
+    say(f"target (the study reaches 90% of the grid's hypervolume within 50% of the grid's "
+        f"training time): median seed {100 * med / grid_s:.0f}% of the grid's time: "
+        f"{'met' if med <= 0.5 * grid_s else 'NOT met'}; met by {within}/{len(tpe)} seeds")  # fmt: skip
 
     if not args.skip_workers:
         say("\n--workers: the same 4 fresh trials (enqueued points), 1 worker vs 2 workers")
