@@ -15,6 +15,7 @@ from runners.searching import (
     finished_trials,
     pareto_specs,
     reference_points,
+    rejected_trials,
     run_search,
     trials_frame,
     write_plots,
@@ -86,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = run_search(cfg)
     frame = trials_frame(study)
     print(
-        f"study {cfg.study}: {finished_trials(study)} finished trials ({time.perf_counter() - t0:.0f} s now)"
+        f"study {cfg.study}: {finished_trials(study)} finished trials, "
+        f"{rejected_trials(study)} proposals rejected by the constraints before training "
+        f"({time.perf_counter() - t0:.0f} s now)"
     )
     print(frame.groupby("state").size().to_string())
     print("best trials:")

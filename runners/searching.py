@@ -235,15 +235,34 @@ def open_study(cfg: SearchConfig, create: bool = True):
 
 
 def finished_trials(study) -> int:
-    """Trials that count towards --trials: complete, pruned, or failed by the objective."""
+    """Trials that count towards --trials: complete, pruned, or failed by the objective.
+
+    A spec rejected by --max-gmacs / --max-latency-ms before training does not count:
+    ``--trials 20`` asks for 20 evaluated architectures, however many proposals break the
+    constraints on the way (the sampler sees them as pruned and learns to avoid them).
+    """
     import optuna
 
     S = optuna.trial.TrialState
     n = 0
     for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL)):
-        if t.state != S.FAIL or "fail_reason" in t.user_attrs:
-            n += 1
+        if t.state == S.FAIL and "fail_reason" not in t.user_attrs:
+            continue  # a dead worker's trial: it is retried
+        if t.state == S.PRUNED and "rejected" in t.user_attrs:
+            continue
+        n += 1
     return n
+
+
+def rejected_trials(study) -> int:
+    import optuna
+
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    return sum("rejected" in t.user_attrs for t in pruned)
+
+
+# consecutive proposals that all break the constraints before a worker gives up
+MAX_REJECTED_IN_A_ROW = 200
 
 
 def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
@@ -259,7 +278,15 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
     import optuna
 
     objective = Objective(cfg)
-    for _ in range(n_trials):
+    done = rejected_in_a_row = 0
+    while done < n_trials:
+        if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+            print(
+                f"warning: stopping: the last {rejected_in_a_row} proposals all broke the "
+                "constraints (loosen --max-gmacs / --max-latency-ms)",
+                file=sys.stderr,
+            )
+            break
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # a dead worker's RUNNING trial must not count as under way: fail it now, and
@@ -269,6 +296,11 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
         if finished_trials(study) + running >= cfg.trials:
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        if objective.last_rejected:
+            rejected_in_a_row += 1
+        else:
+            rejected_in_a_row = 0
+            done += 1
 
 
 # --- the objective ---------------------------------------------------------------------
@@ -280,6 +312,8 @@ class Objective:
 
     cfg: SearchConfig
     _ctx: dict[str, Any] = field(default_factory=dict)
+    last_rejected: bool = False  # did the last call reject its spec on a constraint?
+    _measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec_id -> profile
 
     def _setup(self) -> dict[str, Any]:
         if not self._ctx:
@@ -305,6 +339,7 @@ class Objective:
         error while profiling is recorded as the trial's ``fail_reason`` and the study goes
         on; a mistake of the whole invocation (UsageError, e.g. a missing dataset) stops it.
         """
+        self.last_rejected = False
         try:
             return self._values(trial)
         except (UsageError, TrialFailed):
@@ -333,6 +368,7 @@ class Objective:
         trial.set_user_attr("gmacs", values["gmacs"])
         if self.cfg.max_gmacs is not None and values["gmacs"] > self.cfg.max_gmacs:
             trial.set_user_attr("rejected", f"{values['gmacs']:.2f} GMACs > {self.cfg.max_gmacs}")
+            self.last_rejected = True
             raise optuna.TrialPruned(trial.user_attrs["rejected"])
         profiled = None
         if self.cfg.needs_latency:
@@ -345,6 +381,7 @@ class Objective:
             ):
                 reason = f"{values['latency_ms']:.1f} ms > {self.cfg.max_latency_ms} ms"
                 trial.set_user_attr("rejected", reason)
+                self.last_rejected = True
                 raise optuna.TrialPruned(reason)
         if self.cfg.needs_training:
             values["miou"] = self._train(
@@ -357,10 +394,15 @@ class Objective:
         )
 
     def _measure(self, spec) -> dict[str, Any]:
+        """Profile once per spec and process (a rejected spec may be proposed again)."""
         from runners.ablation import ProfileSettings, profile_metrics, profile_run
 
-        settings = ProfileSettings(repeats=self.cfg.latency_repeats, threads=self.cfg.threads)
-        return profile_metrics(profile_run(spec, self.cfg.latency_hw, settings, self.cfg.device))
+        if spec.spec_id not in self._measured:
+            settings = ProfileSettings(repeats=self.cfg.latency_repeats, threads=self.cfg.threads)
+            self._measured[spec.spec_id] = profile_metrics(
+                profile_run(spec, self.cfg.latency_hw, settings, self.cfg.device)
+            )
+        return self._measured[spec.spec_id]
 
     def _stored_profile(self, ctx: dict[str, Any], spec) -> dict[str, Any] | None:
         """A stored run's profile, when its latency was taken at this input and device.
