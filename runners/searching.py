@@ -439,10 +439,14 @@ class Objective:
             data.prepare()
             run = PlannedRun(key, spec, recipe, self.cfg.train_seed)
 
+            last = _budget_iterations(recipe) if recipe.budget_kind != "seconds" else None
+
             def on_eval(iteration: int, miou: float) -> None:
                 if self.cfg.pruner == "none":
                     return
                 trial.report(miou, iteration)
+                if last is not None and iteration >= last:
+                    return  # the run is done: keep (and store) it rather than prune it
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at iteration {iteration} (mIoU {miou:.3f})")
 

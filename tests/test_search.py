@@ -278,6 +278,30 @@ def test_single_objective_reports_intermediate_miou_and_is_pruned(
     assert not (tmp_path / "records").exists() or not list((tmp_path / "records").rglob("*.json"))
 
 
+class _PruneFromStep(optuna.pruners.BasePruner):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def prune(self, study, trial) -> bool:
+        return (trial.last_step or 0) >= self.step
+
+
+def test_a_run_is_not_pruned_at_its_final_evaluation(tmp_path: Path, tiny_data: str) -> None:
+    from runners.searching import Objective, TrialFailed
+
+    cfg = SearchConfig(space="multipliers", study="p", trials=1, objectives=("miou",),
+                       pruner="median", recipe="smoke:budget=8,crop_hw=64+64,batch_size=2,"
+                       "warmup_iters=0", data=tiny_data, results_dir=str(tmp_path))  # fmt: skip
+    study = optuna.create_study(direction="maximize", pruner=_PruneFromStep(8))
+    study.optimize(Objective(cfg), n_trials=1, catch=(TrialFailed,))
+    (trial,) = study.trials
+    # evaluated at 2, 4, 6 and 8; the pruner would stop it at 8, but by then the work is
+    # done, so the run completes and is stored for any later proposal of the same spec
+    assert list(trial.intermediate_values) == [2, 4, 6, 8]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 1
+
+
 @pytest.mark.slow
 def test_a_killed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_data: str) -> None:
     import signal
