@@ -63,6 +63,7 @@ def test_split_trials_uses_every_worker_exactly() -> None:
         (["--objectives", "miou,speed"], "unknown objective"),
         (["--trials", "0"], "--trials 0"),
         (["--max-gmacs", "0.01"], "no spec of space"),
+        (["--max-latency-ms", "0.001", "--latency-hw", "64", "64"], "no spec of space"),
         (["--storage", "postgresql://u:p@127.0.0.1:1/db"], "cannot connect"),
         (["--storage", "redis://localhost"], "expected sqlite"),
         (["--pruner", "median"], "single objective"),
