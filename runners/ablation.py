@@ -25,7 +25,7 @@ from runners.profiling.core import profile_spec
 from runners.profiling.latency import LatencyConfig
 from runners.store import Store, build_record, environment, utc_now
 from runners.training.loop import train
-from searchspace.errors import SpecError, ToolkitError, UsageError
+from searchspace.errors import SpecError, ToolkitError, UsageError, one_line
 from searchspace.recipes import Recipe
 from searchspace.tables import PaperRow, PaperTable, get_table
 
@@ -177,7 +177,7 @@ def execute_run(
             profiled = profile_metrics(profile_run(run.spec, input_hw, settings, device))
         metrics.update(profiled)
     except (ToolkitError, RuntimeError) as exc:
-        return failed(f"profiling failed: {_one_line(exc)}")
+        return failed(f"profiling failed: {one_line(exc, 500)}")
     timings["profile_s"] = time.perf_counter() - t0
 
     run_dir = results_dir / CHECKPOINTS / run.key.stem
@@ -190,7 +190,7 @@ def execute_run(
     except (SpecError, UsageError):
         raise  # a mistake of the whole invocation: no point going on with other rows
     except (ToolkitError, RuntimeError) as exc:
-        return failed(f"training failed: {_one_line(exc)}")
+        return failed(f"training failed: {one_line(exc, 500)}")
     timings["train_s"] = time.perf_counter() - t0
     train_part = {
         "iterations": result.iterations,
@@ -210,7 +210,7 @@ def execute_run(
             amp=run.recipe.amp, channels_last=run.recipe.channels_last,
         )  # fmt: skip
     except (ToolkitError, RuntimeError) as exc:
-        return failed(f"evaluation failed: {_one_line(exc)}", train_part)
+        return failed(f"evaluation failed: {one_line(exc, 500)}", train_part)
     timings["eval_s"] = time.perf_counter() - t0
     metrics.update(
         miou=scores.miou,
@@ -234,11 +234,6 @@ def execute_run(
     if not keep_checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:500]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchspace.errors import SpecError, ToolkitError, UsageError
+from searchspace.errors import SpecError, ToolkitError, UsageError, one_line
 from searchspace.optuna_spaces import SearchSpace, get_space
 
 OBJECTIVES = {
@@ -155,7 +155,7 @@ def make_storage(url: str, heartbeat: bool = True, grace_s: int = GRACE_S):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, **kwargs)
     except Exception as exc:  # sqlalchemy's errors are many; all mean "cannot use this URL"
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc, 300)
         raise UsageError(f"--storage {_redact(url)}: cannot connect ({reason})") from None
 
 
@@ -345,7 +345,7 @@ class Objective:
         except (UsageError, TrialFailed):
             raise
         except (ToolkitError, RuntimeError) as exc:
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            reason = f"{type(exc).__name__}: {one_line(exc, 300)}"
             trial.set_user_attr("fail_reason", reason)
             raise TrialFailed(reason) from exc
 

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from searchspace.errors import ToolkitError
+from searchspace.errors import ToolkitError, one_line
 
 EXIT_USAGE = 2
 
@@ -36,7 +36,7 @@ def run_cli(
     try:
         code = main(argv)
     except ToolkitError as exc:
-        sys.stderr.write(f"{prog}: error: {' '.join(str(exc).split())}\n")
+        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
         raise SystemExit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

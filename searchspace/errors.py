@@ -30,3 +30,10 @@ class StoreError(ToolkitError):
 
 class UsageError(ToolkitError):
     """A bad command-line value that argparse alone cannot catch."""
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (every error is reported as one), cut to ``limit``
+    characters if given; its type name when it has no message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:limit] if limit else text

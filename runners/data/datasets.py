@@ -27,14 +27,9 @@ from runners.data.labels import (
 )
 from runners.data.synth import SynthConfig, default_synth_root, ensure_synth, read_manifest
 from runners.data.transforms import eval_transform
-from searchspace.errors import DataError
+from searchspace.errors import DataError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _open_image(path: Path, what: str) -> Image.Image:
@@ -46,7 +41,7 @@ def _open_image(path: Path, what: str) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"{what} file disappeared: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode {what} {path}: {_one_line(exc)}") from None
+        raise DataError(f"cannot decode {what} {path}: {one_line(exc)}") from None
 
 
 def _label_array(im: Image.Image, path: Path) -> np.ndarray:
@@ -237,7 +232,7 @@ def read_class_names(root: Path) -> tuple[str, ...]:
     except FileNotFoundError:
         raise DataError(f"class list not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read class list {path}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read class list {path}: {one_line(exc)}") from None
     if not names:
         raise DataError(f"class list is empty: {path}")
     if len(names) > IGNORE_INDEX:

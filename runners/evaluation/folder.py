@@ -19,7 +19,7 @@ from PIL import Image
 
 from runners.data.labels import CLASS_NAMES, IGNORE_INDEX, LABEL_TO_TRAIN, NUM_CLASSES
 from runners.evaluation.metrics import EvalResult
-from searchspace.errors import DataError
+from searchspace.errors import DataError, one_line
 
 GT_SUFFIX = "_gtFine_labelIds.png"
 _KEY = re.compile(r"^([^_]+_\d+_\d+)")
@@ -40,7 +40,7 @@ def _read_label_ids(path: Path, what: str) -> np.ndarray:
                 )
             arr = np.asarray(im)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode {what} {path}: {' '.join(str(exc).split())}") from None
+        raise DataError(f"cannot decode {what} {path}: {one_line(exc)}") from None
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             raise DataError(f"{what} values outside 0..255: {path}")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchspace.errors import CheckpointError
+from searchspace.errors import CheckpointError, one_line
 
 FORMAT = "bisenet-lab checkpoint"
 VERSION = 1
@@ -58,7 +58,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         reason = "holds objects other than tensors and plain data" if unsafe else "damaged"
         raise CheckpointError(f"corrupt checkpoint {path}: {reason}") from None
     except Exception as exc:  # torch raises many types for a damaged zip or pickle
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        reason = one_line(exc, 120)
         raise CheckpointError(f"corrupt checkpoint {path}: {reason}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"not a bisenet-lab checkpoint: {path}")
