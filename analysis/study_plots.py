@@ -7,6 +7,7 @@ stays within analysis/'s rule.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +115,19 @@ def plot_study(
     return paths
 
 
-def _nadir(frame: pd.DataFrame, column: str, maximize: bool) -> float | None:
-    """The worst value seen, pushed 10% of the range further out.
+def nadir(values: Sequence[float], maximize: bool) -> float:
+    """A hypervolume reference: the worst value seen, pushed 10% of the range further out.
 
-    A reference at mIoU 0 would make any single trial score most of the hypervolume and
-    flatten the curve; the nadir of the trials keeps it informative (the benchmark uses
-    the same rule).
+    A reference at mIoU 0 would let any single trial score most of the hypervolume and
+    flatten the curve; the trials' nadir keeps it informative (the search benchmark and
+    the hypervolume plot both use this rule).
     """
+    lo, hi = float(min(values)), float(max(values))
+    span = (hi - lo) or abs(hi) or 1.0
+    return lo - 0.1 * span if maximize else hi + 0.1 * span
+
+
+def _nadir(frame: pd.DataFrame, column: str, maximize: bool) -> float | None:
     if column not in frame or frame[column].dropna().empty:
         return None
-    values = frame[column].dropna()
-    span = float(values.max() - values.min()) or abs(float(values.max())) or 1.0
-    return float(values.min()) - 0.1 * span if maximize else float(values.max()) + 0.1 * span
+    return nadir(frame[column].dropna().tolist(), maximize)

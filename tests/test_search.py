@@ -50,6 +50,14 @@ def test_hypervolume_on_hand_made_points() -> None:
     assert hypervolume([(0.5, 12.0)], ref) == 0.0
 
 
+def test_nadir_reference_lies_just_beyond_the_worst_point() -> None:
+    from analysis.study_plots import nadir
+
+    assert nadir([0.2, 0.4, 0.3], maximize=True) == pytest.approx(0.18)
+    assert nadir([10.0, 30.0], maximize=False) == pytest.approx(32.0)
+    assert nadir([5.0], maximize=False) == pytest.approx(5.5)  # one point: 10% of itself
+
+
 def test_split_trials_uses_every_worker_exactly() -> None:
     assert split_trials(7, 3) == [3, 2, 2]
     assert split_trials(2, 3) == [1, 1]
