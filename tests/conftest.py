@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from runners.data.datasets import DataSource
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -24,3 +29,30 @@ def tiny_data(tmp_path_factory) -> str:
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     return f"synth:{out}"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for tests of tiny models (``pytestmark = usefixtures("one_thread")``).
+
+    They gain nothing from a second thread, and when other processes share the two cores,
+    OpenMP threads waiting on each other make them 10-30x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> DataSource:
+    """An 8+4-image built-in dataset at 64x128 as a DataSource, made once per session."""
+    from runners.data.datasets import parse_data_arg
+    from runners.data.synth import SynthConfig
+
+    config = SynthConfig(train_count=8, val_count=4, height=64, width=128)
+    source = parse_data_arg(f"synth:{tmp_path_factory.mktemp('data') / 'tiny'}", config)
+    source.prepare()
+    return source

@@ -14,9 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from runners.data.datasets import DataSource, parse_data_arg
+from runners.data.datasets import DataSource
 from runners.data.labels import IGNORE_INDEX, LABEL_ID, NUM_CLASSES
-from runners.data.synth import SynthConfig
 from runners.evaluate import main as evaluate_main
 from runners.evaluation.baseline import class_pixel_counts, majority_class_baseline
 from runners.evaluation.folder import score_folder
@@ -30,24 +29,9 @@ from runners.evaluation.metrics import (
 from runners.evaluation.predict import evaluate, predict
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = SynthConfig(train_count=8, val_count=4, height=64, width=128)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads
-    that wait for each other spin (10x slower runs): one thread keeps these tests steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> DataSource:
-    source = parse_data_arg(f"synth:{tmp_path_factory.mktemp('data') / 'tiny'}", TINY)
-    source.prepare()
-    return source
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------- metrics by hand

@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,14 +56,7 @@ NO_GPU = "no CUDA GPU available"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # for subprocesses, see one_thread
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small inputs gain nothing from a second thread, and when other processes share the
-    two cores, OpenMP threads waiting on each other make these tests 10-30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def real_model(spec_text: str) -> nn.Module:

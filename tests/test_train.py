@@ -17,7 +17,6 @@ from torch import nn
 
 from runners.data.datasets import DataSource, parse_data_arg
 from runners.data.labels import IGNORE_INDEX
-from runners.data.synth import SynthConfig
 from runners.training import TrainResult, train
 from runners.training import checkpoint as ckpt
 from runners.training.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
@@ -28,7 +27,6 @@ from searchspace.presets import parse_spec
 from searchspace.recipes import RECIPES, Recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = SynthConfig(train_count=8, val_count=4, height=64, width=128)
 SPEC = "bisenetv2:width_mult=0.25"
 # tiny crops, no channels_last (exactness is checked against the plain path), few steps
 RECIPE = "smoke:crop_hw=64+64,batch_size=4,warmup_iters=2,scales=0.75+1.0,eval_hw=64+128"
@@ -38,21 +36,7 @@ def tiny_recipe(**changes: object) -> Recipe:
     return parse_recipe(RECIPE).replace(**{"budget_kind": "iterations", **changes})
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads
-    that wait for each other spin (10x slower runs): one thread keeps these tests steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> DataSource:
-    source = parse_data_arg(f"synth:{tmp_path_factory.mktemp('data') / 'tiny'}", TINY)
-    source.prepare()
-    return source
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -320,7 +304,8 @@ def test_ddp_gloo_two_processes(tiny: DataSource, tmp_path: Path) -> None:
     recipe = tiny_recipe(budget=4)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(tiny.path), str(out), recipe.to_json(), json.dumps(TINY.to_dict()),
+        str(script), str(tiny.path), str(out), recipe.to_json(),
+        json.dumps(tiny.synth_config.to_dict()),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
