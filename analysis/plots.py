@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import matplotlib
 import pandas as pd
@@ -83,17 +83,15 @@ def paper_points(path: Path | str = HEADLINE_CSV) -> pd.DataFrame:
     return out
 
 
-def pareto_front(
-    points: pd.DataFrame, x: XAxis = "latency_ms", y: str = "miou_pct"
-) -> pd.DataFrame:
-    """Points no other point beats on both speed and accuracy, sorted by ``x``.
+def pareto_front(points: pd.DataFrame, x: str = "latency_ms", y: str = "miou_pct") -> pd.DataFrame:
+    """Points no other point beats on both cost and accuracy, sorted by ``x``.
 
-    Lower is better for latency, higher for FPS; higher is better for mIoU. Ties in speed
-    keep only the more accurate point.
+    Higher is better for ``x`` only when it is FPS; lower for every cost (latency, GMACs,
+    parameters). Higher is better for ``y`` (mIoU). Ties in cost keep the more accurate point.
     """
     if points.empty:
         return points.copy()
-    faster_first = points.sort_values([x, y], ascending=[x == "latency_ms", False])
+    faster_first = points.sort_values([x, y], ascending=[x != "fps", False])
     keep, best = [], float("-inf")
     for idx, value in faster_first[y].items():
         if value > best:
@@ -128,10 +126,18 @@ def plot_speed_accuracy(
         if panels == 2:
             _paper_panel(axes[1], paper, x, x_label)
         fig.suptitle(title)
-        paths = []
+        return save_png_svg(fig, out_stem)
+
+
+def save_png_svg(fig: Any, stem: Path, dpi: int = 150, **savefig: Any) -> list[Path]:
+    """Save ``stem.png`` and ``stem.svg``; the SVG is byte-stable (no date, fixed ids), so
+    regenerated figures only show up in a diff when they changed."""
+    paths = []
+    with matplotlib.rc_context({"svg.hashsalt": "bisenet-lab"}):
         for suffix in (".png", ".svg"):
-            path = out_stem.with_suffix(suffix)
-            fig.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else None)
+            path = stem.with_suffix(suffix)
+            meta = {"Date": None} if suffix == ".svg" else None
+            fig.savefig(path, dpi=dpi, metadata=meta, **savefig)
             paths.append(path)
     return paths
 

@@ -17,15 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.plots import pareto_front, save_png_svg
+
 
 def _save(fig: Any, stem: Path) -> list[Path]:
-    out = []
-    for ext in ("png", "svg"):
-        path = stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        out.append(path)
+    paths = save_png_svg(fig, stem, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return out
+    return paths
 
 
 def plot_front(
@@ -36,7 +34,7 @@ def plot_front(
     done = frame[frame["state"] == "COMPLETE"].dropna(subset=[x, y])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.scatter(done[x], done[y] * (100 if y == "miou" else 1), c="0.6", s=22, label="trials")
-    front = pareto_points(done, x, y)
+    front = pareto_front(done, x, y)
     ax.step(
         front[x],
         front[y] * (100 if y == "miou" else 1),
@@ -63,17 +61,6 @@ def plot_front(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, stem)
-
-
-def pareto_points(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not dominated when minimising ``x`` and maximising ``y``, sorted by ``x``."""
-    rows = frame.sort_values([x, y], ascending=[True, False])
-    keep, best = [], float("-inf")
-    for idx, val in zip(rows.index, rows[y]):
-        if val > best:
-            keep.append(idx)
-            best = val
-    return rows.loc[keep]
 
 
 def plot_study(
