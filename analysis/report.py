@@ -206,11 +206,14 @@ def write_report(
     records = load_records(results_dir)
     if records.empty:
         raise StoreError(f"no records in {results_dir}")
+    try:  # before any figure is drawn: a bad --out fails first, in one line
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
     text = render_report(
         records, out, recipe=recipe, dataset_id=dataset_id, tables=tables, source=str(results_dir)
     )
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runners.cli import ArgumentParser, run_cli
+from runners.profiling.report import check_output_dir
 from runners.searching import (
     DEFAULT_RESULTS,
     OBJECTIVES,
@@ -83,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parse_recipe(cfg.recipe)
     parse_data_arg(cfg.data)
+    for option, folder in (("--export-best", args.export_best), ("--plots", args.plots)):
+        if folder is not None:
+            check_output_dir(folder, option)
     t0 = time.perf_counter()
     study = run_search(cfg)
     frame = trials_frame(study)

@@ -311,3 +311,16 @@ def test_report_cli_and_no_torch(tmp_path: Path, fixture_recipe):
         bad.stderr.strip()
         == f"analysis.report: error: results folder {tmp_path / 'nope'} not found"
     )
+
+
+def test_report_to_an_uncreatable_folder_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" / "r.md"
+    bad = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "--results-dir", str(FIXTURE), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write report {out}" in lines[0], bad.stderr

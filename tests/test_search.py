@@ -77,6 +77,7 @@ def test_split_trials_uses_every_worker_exactly() -> None:
         (["--pruner", "median"], "single objective"),
         (["--sampler", "bayes"], "unknown sampler"),
         (["--recipe", "huge"], "unknown recipe"),
+        (["--export-best", "/proc/front"], "--export-best /proc/front: cannot create"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:

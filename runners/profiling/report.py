@@ -248,6 +248,20 @@ def check_output_path(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Make the output folder now, so that a bad path fails before hours of work."""
+    from searchspace.errors import UsageError, one_line
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create the folder ({one_line(exc)})") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: folder is not writable")
+    return path
+
+
 def default_file_mode() -> int:
     """What ``open()`` would have created (mkstemp makes 0600 files)."""
     umask = os.umask(0)
