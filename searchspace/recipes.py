@@ -192,7 +192,7 @@ def parse_recipe(text: str) -> Recipe:
     base, _, overrides = text.strip().partition(":")
     recipe = get_recipe(base)
     aliases = {f: f for f in Recipe.__dataclass_fields__}
-    changes = parse_overrides(overrides, Recipe, aliases)
+    changes = parse_overrides(overrides, Recipe, aliases, what="recipe field")
     return recipe.replace(**changes) if changes else recipe
 
 

@@ -144,24 +144,83 @@ def replace_path(obj: T, path: str, value: Any) -> T:
     return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})  # type: ignore[type-var]
 
 
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], dict):
+            raise SpecError(f"{path}: unknown field")
+        node = node[part]
+    if parts[-1] not in node:
+        raise SpecError(f"{path}: unknown field")
+    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
+def dict_get(data: Mapping[str, Any], path: str) -> Any:
+    """A dotted path into the nested dict form (``to_dict``'s output)."""
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def replace_paths(obj: T, changes: Mapping[str, Any]) -> T:
     """Apply several dotted-path replacements, validating once at the end.
 
     Nested parts are rebuilt without their own checks first, because an intermediate
     state (say, a booster position before the field that allows it) may be invalid.
+
+    A change that switches other fields off (``semantic.block='ib'`` turns off the GE
+    knobs) resets those fields to their off value, so ``bisenetv2_dwexp:blk=ib`` is the
+    inverted-bottleneck network and not an error; a field named in ``changes`` is never
+    reset, so ``v2:blk=ib,gk=1`` still fails, naming ``semantic.ge_gather_kernel``.
     """
     data = to_dict(obj)
     for path, value in changes.items():
-        node = data
-        parts = path.split(".")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise SpecError(f"{path}: unknown field")
-            node = node[part]
-        if parts[-1] not in node:
-            raise SpecError(f"{path}: unknown field")
-        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        _set(data, path, value)
+    rules = getattr(type(obj), "inapplicable", None)
+    if rules is not None:
+        for _ in range(8):  # switching off can switch off more (no boosters -> their width)
+            resets = [
+                (path, off)
+                for path, _why, off in rules(data)
+                if path not in changes and dict_get(data, path) != _plain(off)
+            ]
+            if not resets:
+                break
+            for path, off in resets:
+                _set(data, path, off)
     return from_dict(type(obj), data)
+
+
+def check_applicable(obj: Any) -> None:
+    """Reject a field that does not apply to this spec unless it holds its off value.
+
+    One network, one spec: a knob that changes nothing (a GE option of an inverted-
+    bottleneck network) would otherwise give the same network several spec_ids.
+    """
+    data = to_dict(obj)
+    for path, why, off in type(obj).inapplicable(data):
+        value = dict_get(data, path)
+        if value != _plain(off):
+            shown = tuple(value) if isinstance(value, list) else value
+            raise SpecError(f"{path}={shown!r}: does not apply {why}")
+
+
+def normalise_numbers(obj: Any) -> None:
+    """Store ints given for float fields as floats (``width_mult=2`` and ``2.0`` are one
+    spec, one id) and lists given for tuple fields as tuples; called in ``__post_init__``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            object.__setattr__(obj, f.name, tuple(value))
 
 
 # --- compact string view -------------------------------------------------------------
@@ -210,10 +269,14 @@ def parse_value(text: str, tp: Any, path: str) -> Any:
         if tp is float:
             if "/" in text:
                 num, den = text.split("/", 1)
+                if float(den) == 0:
+                    raise SpecError(f"{path}={text!r}: division by zero")
                 return float(num) / float(den)
             return float(text)
         if tp is str:
             return text
+    except SpecError:
+        raise
     except ValueError:
         raise SpecError(f"{path}={text!r}: expected {_describe(tp)}") from None
     raise SpecError(f"{path}: unsupported field type {_describe(tp)}")
@@ -231,8 +294,13 @@ def to_compact(obj: Any, prefix: str, aliases: Mapping[str, str]) -> str:
     return prefix if not parts else f"{prefix}:{','.join(parts)}"
 
 
-def parse_overrides(text: str, cls: type, aliases: Mapping[str, str]) -> dict[str, Any]:
-    """Parse ``alias=value,...`` (aliases or dotted field paths) into dotted-path changes."""
+def parse_overrides(
+    text: str, cls: type, aliases: Mapping[str, str], what: str = "spec field"
+) -> dict[str, Any]:
+    """Parse ``alias=value,...`` (aliases or dotted field paths) into dotted-path changes.
+
+    A field given twice (``a=1.5,a=2`` or ``a=1.5,width_mult=2``) is an error, not a
+    silent last-one-wins."""
     by_alias = {a: p for p, a in aliases.items()}
     types_ = leaf_types(cls)
     changes: dict[str, Any] = {}
@@ -243,7 +311,12 @@ def parse_overrides(text: str, cls: type, aliases: Mapping[str, str]) -> dict[st
             raise SpecError(f"{item!r}: expected key=value")
         path = by_alias.get(key, key)
         if path not in types_:
-            known = ", ".join(sorted(by_alias))
-            raise SpecError(f"{key!r}: unknown spec field (short names: {known})")
+            shorts = sorted(a for p, a in aliases.items() if a != p)
+            known = (
+                f"short names: {', '.join(shorts)}" if shorts else f"fields: {', '.join(types_)}"
+            )
+            raise SpecError(f"{key!r}: unknown {what} ({known})")
+        if path in changes:
+            raise SpecError(f"{key!r}: {path} is given twice")
         changes[path] = parse_value(raw.strip(), types_[path], path)
     return changes

@@ -21,6 +21,8 @@ from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     canonical_json,
+    check_applicable,
+    normalise_numbers,
     parse_overrides,
     replace_paths,
     short_hash,
@@ -36,6 +38,7 @@ FUSIONS = ("ffm", "sum", "concat", "bga", "cp_only")
 # branch that starts at the 1/32 feature (after its upsample it is at 1/16), "cp16" the
 # one that starts at the 1/16 feature (at 1/8; it is also the context path's output).
 AUX_POSITIONS = ("cp32", "cp16")
+FFM_REDUCTIONS = (1, 2, 4, 8, 16)
 
 Backbone = Literal["xception39", "resnet18"]
 SpatialForm = Literal["authors", "paper"]
@@ -68,6 +71,7 @@ class SpatialPathSpec:
     out_width: int = 128
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(
             self.form in SPATIAL_FORMS,
             "spatial.form",
@@ -97,6 +101,7 @@ class ContextPathSpec:
     out_width: int = 128
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(
             self.backbone in BACKBONES,
             "context.backbone",
@@ -137,6 +142,7 @@ class BiSeNetV1Spec:
     num_classes: int = 19
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(
             self.fusion in FUSIONS,
             "fusion",
@@ -144,19 +150,41 @@ class BiSeNetV1Spec:
             f"expected one of {', '.join(FUSIONS)}",
         )
         _check(self.fusion_width > 0, "fusion_width", self.fusion_width, "must be > 0")
+        # powers of two only: any two of them give different bottleneck widths (while
+        # fusion_width // r >= 1), so no two reductions build the same FFM
         _check(
-            1 <= self.ffm_reduction <= self.fusion_width,
+            self.ffm_reduction in FFM_REDUCTIONS,
             "ffm_reduction",
             self.ffm_reduction,
-            f"must be in [1, fusion_width={self.fusion_width}]",
+            f"expected one of {', '.join(map(str, FFM_REDUCTIONS))}",
         )
         _check(self.head_width > 0, "head_width", self.head_width, "must be > 0")
         _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
         check_multipliers(self.width_mult, self.depth_mult)
         check_positions("aux_positions", self.aux_positions, AUX_POSITIONS)
+        ordered = tuple(p for p in AUX_POSITIONS if p in self.aux_positions)
+        object.__setattr__(self, "aux_positions", ordered)
         if self.aux_positions:
             _check(self.aux_width > 0, "aux_width", self.aux_width, "must be > 0")
+        check_applicable(self)
         resolve(self)  # every width/depth after the multipliers must be positive
+
+    @staticmethod
+    def inapplicable(data: dict) -> list[tuple[str, str, object]]:
+        """(field, why, the value it must hold) for every field the switches turn off;
+        see ``BiSeNetV2Spec.inapplicable``."""
+        out: list[tuple[str, str, object]] = []
+        fusion = data["fusion"]
+        if fusion == "cp_only":
+            why = "when fusion='cp_only' (there is no spatial path and no fusion module)"
+            out += [(f"spatial.{k}", why, v) for k, v in _SPATIAL_DEFAULTS.items()]
+            out.append(("fusion_width", why, _V1_DEFAULTS["fusion_width"]))
+        if fusion != "ffm":
+            why = f"when fusion={fusion!r} (only the FFM has an attention bottleneck)"
+            out.append(("ffm_reduction", why, _V1_DEFAULTS["ffm_reduction"]))
+        if not data["aux_positions"]:
+            out.append(("aux_width", "without auxiliary heads", _V1_DEFAULTS["aux_width"]))
+        return out
 
     # --- views --------------------------------------------------------------------
 
@@ -177,6 +205,11 @@ class BiSeNetV1Spec:
     def describe(self) -> str:
         return self.to_string()
 
+
+_SPATIAL_DEFAULTS = {f: getattr(SpatialPathSpec, f) for f in SpatialPathSpec.__dataclass_fields__}
+_V1_DEFAULTS = {
+    f: getattr(BiSeNetV1Spec, f) for f in ("fusion_width", "ffm_reduction", "aux_width")
+}
 
 # Short names for the compact string; the keys are the dotted field paths.
 ALIASES: dict[str, str] = {
@@ -258,6 +291,11 @@ def resolve(spec: BiSeNetV1Spec) -> V1Plan:
     spatial_out = width("spatial.out_width", spec.spatial.out_width)
     cp = width("context.out_width", spec.context.out_width)
     fusion = width("fusion_width", spec.fusion_width)
+    if has_spatial and spec.fusion == "ffm" and fusion // spec.ffm_reduction < 1:
+        raise SpecError(
+            f"ffm_reduction={spec.ffm_reduction}: the FFM bottleneck of a {fusion}-channel"
+            " fusion would have no channels"
+        )
     return V1Plan(
         spatial_widths=(
             tuple(width("spatial.widths", w) for w in spec.spatial.widths) if has_spatial else ()

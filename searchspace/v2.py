@@ -16,6 +16,8 @@ from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     canonical_json,
+    check_applicable,
+    normalise_numbers,
     parse_overrides,
     replace_paths,
     short_hash,
@@ -44,6 +46,7 @@ class DetailBranchSpec:
     depths: tuple[int, ...] = (2, 3, 3)
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(len(self.widths) >= 1, "detail.widths", self.widths, "needs at least one stage")
         _check(
             len(self.depths) == len(self.widths),
@@ -78,6 +81,7 @@ class SemanticBranchSpec:
     context_embedding: bool = True
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(
             isinstance(self.ratio, (int, float)) and 0 < self.ratio <= 4,
             "semantic.ratio",
@@ -131,6 +135,7 @@ class BiSeNetV2Spec:
     num_classes: int = 19
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
         _check(
             self.aggregation in AGGREGATIONS,
             "aggregation",
@@ -141,14 +146,12 @@ class BiSeNetV2Spec:
         _check(self.num_classes >= 2, "num_classes", self.num_classes, "must be >= 2")
         check_multipliers(self.width_mult, self.depth_mult)
         check_positions("booster_positions", self.booster_positions, BOOSTER_POSITIONS)
+        # one set of heads, one spec: the order they are listed in changes nothing
+        ordered = tuple(p for p in BOOSTER_POSITIONS if p in self.booster_positions)
+        object.__setattr__(self, "booster_positions", ordered)
         if self.booster_positions:
             _check(self.booster_width > 0, "booster_width", self.booster_width, "must be > 0")
-            _check(
-                self.aggregation != "detail_only",
-                "booster_positions",
-                self.booster_positions,
-                "booster heads sit on the semantic branch, which aggregation=detail_only drops",
-            )
+        check_applicable(self)
         if "s5_5" in self.booster_positions:
             _check(
                 self.semantic.context_embedding,
@@ -157,6 +160,37 @@ class BiSeNetV2Spec:
                 "s5_5 is the context embedding output; semantic.context_embedding is off",
             )
         resolve(self)  # every width/depth after the multipliers must be positive
+
+    @staticmethod
+    def inapplicable(data: dict) -> list[tuple[str, str, object]]:
+        """(field, why, the value it must hold) for every field this spec's switches turn
+        off; ``data`` is the nested dict form. The one statement of which knob reaches
+        the network under which switches: validation, ``replace`` and the search spaces
+        all read it, and tests/test_canonical.py proves it against built networks."""
+        out: list[tuple[str, str, object]] = []
+        agg, sem = data["aggregation"], data["semantic"]
+        semantic_fields = [f"semantic.{k}" for k in _SEMANTIC_DEFAULTS]
+        if agg == "detail_only":
+            why = "when aggregation='detail_only' (there is no semantic branch)"
+            out += [(path, why, _SEMANTIC_DEFAULTS[path[9:]]) for path in semantic_fields]
+            out.append(("depth_mult", why + "; d scales only semantic stages", 1.0))
+            out.append(("booster_positions", why + "; booster heads sit on it", ()))
+        else:
+            if agg == "semantic_only":
+                why = (
+                    "when aggregation='semantic_only' (the detail branch is dropped; lambda"
+                    " is relative to the default detail widths)"
+                )
+                out += [(f"detail.{k}", why, v) for k, v in _DETAIL_DEFAULTS.items()]
+            if sem["block"] == "ib":
+                why = "when semantic.block='ib' (only GE layers have it)"
+                out += [(f"semantic.{k}", why, _SEMANTIC_DEFAULTS[k]) for k in _GE_KNOBS]
+            elif sem["exp_ratio"] == 1:
+                why = "when semantic.exp_ratio=1 (both expansion forms build the same layer)"
+                out.append(("semantic.ge_expand", why, _SEMANTIC_DEFAULTS["ge_expand"]))
+        if agg == "detail_only" or not data["booster_positions"]:
+            out.append(("booster_width", "without booster heads", _BOOSTER_WIDTH))
+        return out
 
     # --- views --------------------------------------------------------------------
 
@@ -177,6 +211,13 @@ class BiSeNetV2Spec:
     def describe(self) -> str:
         return self.to_string()
 
+
+_DETAIL_DEFAULTS = {"widths": DetailBranchSpec.widths, "depths": DetailBranchSpec.depths}
+_SEMANTIC_DEFAULTS = {
+    f: getattr(SemanticBranchSpec, f) for f in SemanticBranchSpec.__dataclass_fields__
+}
+_GE_KNOBS = ("ge_expand", "ge_gather_kernel", "ge_down_dw")
+_BOOSTER_WIDTH = BiSeNetV2Spec.booster_width
 
 # Short names for the compact string; the keys are the dotted field paths.
 ALIASES: dict[str, str] = {

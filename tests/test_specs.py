@@ -147,3 +147,29 @@ def test_every_leaf_field_has_a_short_name() -> None:
 
     assert set(ALIASES) == set(leaf_types(BiSeNetV2Spec))
     assert len(set(ALIASES.values())) == len(ALIASES)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("v2:lam=1/0", "semantic.ratio='1/0': division by zero"),
+        ("v2:a=1.5,a=2", "'a': width_mult is given twice"),
+        ("v2:a=1.5,width_mult=2", "'width_mult': width_mult is given twice"),
+        ("v2:lam=nan", "semantic.ratio=nan: lambda must be in (0, 4]"),
+    ],
+)
+def test_bad_spec_overrides_are_one_line(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(text)
+    assert str(err.value) == message
+
+
+def test_recipe_overrides_name_recipe_fields() -> None:
+    from searchspace.recipes import parse_recipe
+
+    with pytest.raises(SpecError, match=r"^'foo': unknown recipe field \(fields: crop_hw"):
+        parse_recipe("smoke:foo=1")
+    with pytest.raises(SpecError, match=r"^lr='1/0': division by zero$"):
+        parse_recipe("smoke:lr=1/0")
+    with pytest.raises(SpecError, match=r"^'budget': budget is given twice$"):
+        parse_recipe("smoke:budget=1,budget=2")
