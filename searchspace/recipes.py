@@ -16,6 +16,7 @@ from searchspace.errors import SpecError
 from searchspace.serialize import (
     SCHEMA_VERSION,
     canonical_json,
+    check_applicable,
     from_dict,
     parse_overrides,
     replace_paths,
@@ -119,6 +120,19 @@ class Recipe:
                 "needs two sizes of at least 32",
             )
         _check(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
+
+        check_applicable(self)
+
+    @staticmethod
+    def inapplicable(data: dict) -> list[tuple[str, str, object]]:
+        """Fields the recipe's switches turn off (one training run, one recipe_id)."""
+        out: list[tuple[str, str, object]] = []
+        if data["loss"] != "ohem":
+            why = f"when loss={data['loss']!r} (OHEM settings)"
+            out += [(f, why, getattr(Recipe, f)) for f in ("ohem_thresh", "ohem_min_kept_frac")]
+        if data["warmup_iters"] == 0:
+            out.append(("warmup_ratio", "when warmup_iters=0 (no warm-up)", Recipe.warmup_ratio))
+        return out
 
     def to_json(self, indent: int | None = None) -> str:
         return canonical_json(self, KIND, indent)

@@ -173,3 +173,12 @@ def test_recipe_overrides_name_recipe_fields() -> None:
         parse_recipe("smoke:lr=1/0")
     with pytest.raises(SpecError, match=r"^'budget': budget is given twice$"):
         parse_recipe("smoke:budget=1,budget=2")
+
+
+def test_recipe_fields_that_do_not_apply_are_refused_or_reset() -> None:
+    from searchspace.recipes import get_recipe, parse_recipe
+
+    with pytest.raises(SpecError, match=r"^ohem_thresh=0\.5: does not apply when loss='ce'"):
+        parse_recipe("smoke:ohem_thresh=0.5")
+    ohem = parse_recipe("smoke:loss=ohem,ohem_thresh=0.5")
+    assert ohem.replace(loss="ce") == get_recipe("smoke")  # switched off: reset
