@@ -2,8 +2,9 @@
 
 A row is the table's base spec with a few fields replaced, plus any recipe changes the
 row implies (OHEM is a loss, not an architecture). The reported numbers are read from
-``results/paper/bisenetv2_tables.csv`` and ``bisenetv1_tables.csv`` so that there is one
-copy of them. V2 tables keep the paper's names ("2", "3a" ...); V1 tables are prefixed
+``searchspace/paper/bisenetv2_tables.csv`` and ``bisenetv1_tables.csv`` (package data, read
+through importlib.resources, so an installed wheel finds them) so that there is one copy of
+them. V2 tables keep the paper's names ("2", "3a" ...); V1 tables are prefixed
 ("v1-3", "v1-4"). ``table_names()`` and ``all_tables()`` list the V2 tables unless asked
 (``paper="v1"`` or ``"all"``), because their callers compare rows at V2's 512x1024.
 """
@@ -14,13 +15,18 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
-from typing import Any, Literal
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, Literal
 
 from searchspace.errors import SpecError
 from searchspace.presets import PAPER_BOOSTERS, PRESETS, V1_PRESETS, ArchSpec
+from searchspace.recipes import Recipe
 
-PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+#: The papers' numbers, shipped inside the package (a ``pathlib.Path`` for a normal install).
+PAPER_DIR: Traversable = files("searchspace") / "paper"
 V2_CSV = PAPER_DIR / "bisenetv2_tables.csv"
 V1_CSV = PAPER_DIR / "bisenetv1_tables.csv"
 V2_INPUT_HW = (512, 1024)
@@ -55,6 +61,23 @@ class PaperRow:
     @property
     def key(self) -> str:
         return f"{self.table}/{self.row}"
+
+    def run_for(self, recipe: Recipe, num_classes: int) -> tuple[ArchSpec, Recipe]:
+        """The spec and recipe this row runs with on a dataset of ``num_classes`` classes.
+
+        The one place that adapts a row to a dataset: ablation plans with it, search
+        seeds presets with it and the table builder finds a row's records with it, so a
+        folder dataset of 5 classes trains and is matched under the same spec_id.
+        """
+        if self.spec is None:
+            raise SpecError(f"table {self.table} row {self.row}: {self.unsupported}")
+        spec = for_dataset(self.spec, num_classes)
+        return spec, recipe.replace(**self.recipe_changes) if self.recipe_changes else recipe
+
+
+def for_dataset(spec: ArchSpec, num_classes: int) -> ArchSpec:
+    """``spec`` with its classifier sized for a dataset (unchanged when it already is)."""
+    return spec if spec.num_classes == num_classes else spec.replace(num_classes=num_classes)
 
 
 @dataclass(frozen=True)
@@ -195,7 +218,7 @@ class _Source:
     """Where one paper's numbers live and how its CSV names things."""
 
     paper: str
-    csv_path: Path
+    csv_path: Traversable
     gmacs_column: str
     input_hw: tuple[int, int]
     prefix: str = ""
@@ -218,10 +241,10 @@ def _input_hw(wh: str | None, default: tuple[int, int]) -> tuple[int, int]:
 
 
 @cache
-def _paper_numbers(csv_path: Path = V2_CSV) -> dict[tuple[str, str], dict[str, str]]:
+def _paper_numbers(csv_path: Traversable = V2_CSV) -> dict[tuple[str, str], dict[str, str]]:
     if not csv_path.is_file():
-        raise SpecError(f"{csv_path}: the paper's numbers are missing from results/paper")
-    with csv_path.open(newline="") as fh:
+        raise SpecError(f"{csv_path}: the paper's numbers are missing (package data searchspace/paper)")
+    with csv_path.open("r", newline="", encoding="utf-8") as fh:
         return {(r["table"], r["row"]): r for r in csv.DictReader(fh)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# never the user's cache (built-in data, data-check verdicts): one fresh folder per session
+os.environ["BISENET_LAB_CACHE"] = tempfile.mkdtemp(prefix="bisenet-lab-test-cache-")
+os.environ.pop("BISENET_DATA", None)
 ROOT = Path(__file__).resolve().parent.parent
 
 

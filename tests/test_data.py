@@ -1,7 +1,9 @@
-"""Data: label tables, the synthetic generator and its cache, datasets, transforms, CLI."""
+"""Data: label tables, the synthetic generator and its cache, datasets, transforms, CLI,
+checks before a run (and their remembered verdicts), errors out of loader workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,11 +17,19 @@ from cityscapesscripts.helpers.labels import labels as cs_labels
 from PIL import Image
 
 from runners.data import labels as L
-from runners.data.datasets import CityscapesDataset, FolderDataset, parse_data_arg
+from runners.data.cache import CACHE_ENV, CHECKS_DIR, cache_root
+from runners.data.datasets import (
+    CityscapesDataset,
+    FolderDataset,
+    PairedDataset,
+    parse_data_arg,
+)
 from runners.data.scene import render_scene
 from runners.data.synth import (
+    DATA_ENV,
     MANIFEST_NAME,
     SynthConfig,
+    default_synth_root,
     ensure_synth,
     generate_synth,
     image_rng,
@@ -33,10 +43,21 @@ from runners.data.transforms import (
     eval_transform,
     train_transform,
 )
-from searchspace.errors import DataError
+from runners.data.workers import WorkerToolkitError, carry, toolkit_errors_leave_workers
+from searchspace.errors import DataError, ToolkitError
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SynthConfig(train_count=6, val_count=2, height=64, width=128, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Remembered verdicts and the default built-in dataset go to a temporary cache folder
+    (also for the commands the tests start), never to the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    return cache
 
 
 @pytest.fixture(scope="module")
@@ -233,10 +254,13 @@ def test_folder_dataset(tmp_path: Path) -> None:
     image, label = ds[1]
     assert image.shape == (3, 20, 30) and label.dtype == torch.int64
     assert set(label.unique().tolist()) == {2, 255}
-    source = parse_data_arg(f"folder:{tmp_path}")
+    source = parse_data_arg(f"folder:{tmp_path}", check=["train"])
     assert (source.kind, source.num_classes, source.is_builtin) == ("folder", 3, False)
     assert source.data_id == f"folder-{tmp_path.name}"
     assert len(source.dataset("train")) == 2
+    # opening it for a run checks train and val: this one has no val split
+    with pytest.raises(DataError, match=r"split folder not found: .*images/val$"):
+        parse_data_arg(f"folder:{tmp_path}")
 
 
 def test_folder_dataset_errors(tmp_path: Path) -> None:
@@ -469,3 +493,193 @@ def test_cli_synth_and_check(tmp_path: Path) -> None:
     result = _run_cli("check", f"cityscapes:{out}")
     assert result.returncode == 0, result.stderr
     assert "train: 2 images OK" in result.stdout and "val: 1 images OK" in result.stdout
+
+
+# ------------------------------------------------------------------------ the cache folder
+
+
+def test_cache_folder_and_default_synth_root(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the current folder plays no part
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c" and default_synth_root() == tmp_path / "c" / "synth"
+    assert parse_data_arg("synth").path == tmp_path / "c" / "synth"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "mine"))  # the dataset's own folder
+    assert default_synth_root() == tmp_path / "mine"
+    monkeypatch.delenv(DATA_ENV)
+    monkeypatch.delenv(CACHE_ENV)
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert default_synth_root() == tmp_path / "xdg" / "bisenet-lab" / "synth"
+        monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+        assert cache_root() == Path.home() / ".cache" / "bisenet-lab"
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        assert cache_root() == Path.home() / ".cache" / "bisenet-lab"
+
+
+# ------------------------------------------------- checks when data is opened, remembered
+
+
+def _unpaired_image(city: Path) -> str:
+    _, label = first_pair(city, "val")
+    label.unlink()
+    return label.name
+
+
+def _label_not_png(city: Path) -> str:
+    _, label = first_pair(city)
+    Image.open(label).save(label, format="JPEG")  # JPEG data under the .png name
+    return label.name
+
+
+def _label_id_unknown(city: Path) -> str:
+    return _unknown_label_id(city).name
+
+
+def _empty_cityscapes(city: Path) -> str:
+    shutil.rmtree(city)
+    city.mkdir()
+    return str(city / "leftImg8bit" / "train")
+
+
+BROKEN_AT_OPEN = {
+    _unpaired_image: "image has no label",
+    _label_not_png: r"label is not a PNG \(JPEG data\)",
+    _label_id_unknown: r"label ids \[250\] are not Cityscapes labelIds",
+    _empty_cityscapes: "Cityscapes split folder not found",
+}
+
+
+@pytest.mark.parametrize("breaker", list(BROKEN_AT_OPEN), ids=lambda f: f.__name__.strip("_"))
+def test_broken_data_is_one_line_when_opened(city: Path, breaker) -> None:
+    named = breaker(city)
+    with pytest.raises(DataError, match=BROKEN_AT_OPEN[breaker]) as err:
+        parse_data_arg(f"cityscapes:{city}")
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ablate_on_broken_data_exits_2_before_writing(city: Path, tmp_path: Path) -> None:
+    _, label = first_pair(city, "val")
+    label.write_bytes(b"not a png at all")
+    res = tmp_path / "res"
+    out = subprocess.run(
+        [sys.executable, "-m", "runners.ablate", "--table", "3a", "--rows", "lambda_1_8",
+         "--no-latency", "--data", f"cityscapes:{city}", "--results-dir", str(res)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot decode label" in lines[0] and label.name in lines[0]
+    assert not res.exists()
+
+
+@pytest.fixture
+def verify_calls(monkeypatch) -> list[str]:
+    """The splits whose every file was read (``verify``), in order."""
+    calls: list[str] = []
+    real = PairedDataset.verify
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.split)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PairedDataset, "verify", counting)
+    return calls
+
+
+def test_verdict_is_remembered_until_the_files_change(
+    city: Path, verify_calls: list[str], private_cache: Path
+) -> None:
+    data = f"cityscapes:{city}"
+    parse_data_arg(data)
+    assert sorted(verify_calls) == ["train", "val"]
+    verdicts = [json.loads(p.read_text()) for p in (private_cache / CHECKS_DIR).glob("*.json")]
+    assert sorted((v["split"], v["ok"], v["images"]) for v in verdicts) == [
+        ("train", True, 6),
+        ("val", True, 2),
+    ]
+    verify_calls.clear()
+    parse_data_arg(data).dataset("train")  # remembered: nothing read again
+    assert verify_calls == []
+
+    _, label = first_pair(city)
+    good = label.read_bytes()
+    _unknown_label_id(city)  # a changed file: its split is checked again
+    with pytest.raises(DataError, match="250") as first:
+        parse_data_arg(data)
+    assert verify_calls == ["train"]
+    with pytest.raises(DataError) as again:  # the failure is remembered too
+        parse_data_arg(data)
+    assert str(again.value) == str(first.value) and verify_calls == ["train"]
+
+    label.write_bytes(good)  # repaired: checked again, passes
+    parse_data_arg(data)
+    assert verify_calls == ["train", "train"]
+    image, label = first_pair(city)  # a pair more or less changes the fingerprint as well
+    shutil.copy(image, image.with_name("zz" + image.name))
+    shutil.copy(label, label.with_name("zz" + label.name))
+    assert parse_data_arg(data).check(["train"]) == {"train": 7}
+    assert verify_calls == ["train", "train", "train"]
+    assert parse_data_arg(data).check(["train"], force=True) == {"train": 7}
+    assert verify_calls == ["train"] * 4
+
+
+def test_builtin_data_passes_the_checks(verify_calls: list[str], private_cache: Path) -> None:
+    source = parse_data_arg("synth", SMALL)
+    assert source.path == private_cache / "synth"
+    assert verify_calls == []  # not generated yet: nothing to check
+    source.prepare()  # generated, then checked
+    assert sorted(verify_calls) == ["train", "val"]
+    assert parse_data_arg("synth", SMALL).check() == {"train": 6, "val": 2}
+    assert len(parse_data_arg("synth", SMALL).dataset("val")) == 2
+    assert sorted(verify_calls) == ["train", "val"]  # remembered
+
+
+# ------------------------------------------------------------ errors out of loader workers
+
+
+def test_error_in_a_loader_worker_reads_as_without_workers(city: Path) -> None:
+    path = _corrupt_label(city)
+    ds = CityscapesDataset(city, "train")
+    index = next(i for i, pair in enumerate(ds.samples) if path in pair)
+    caught = {}
+    for workers in (0, 1):
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, [index]), batch_size=1, num_workers=workers
+        )
+        with pytest.raises(DataError) as err:
+            next(iter(loader))
+        caught[workers] = err.value
+    assert type(caught[1]) is type(caught[0]) is DataError
+    assert str(caught[1]) == str(caught[0])
+    assert str(path) in str(caught[0]) and "\n" not in str(caught[0])
+
+
+def test_worker_error_carrier() -> None:
+    # outside a worker: unchanged
+    with pytest.raises(DataError, match=r"^plain$"), toolkit_errors_leave_workers():
+        raise DataError("plain")
+    # torch's report of a carried error gives back the original type and message
+    report = "Caught WorkerToolkitError in DataLoader worker process 0.\nOriginal Traceback:\n"
+    rebuilt = WorkerToolkitError(report + f"x.WorkerToolkitError: {carry(DataError('bad x'))}\n")
+    assert type(rebuilt) is DataError and str(rebuilt) == "bad x"
+    garbled = WorkerToolkitError(report + "something torch may write one day")
+    assert type(garbled) is WorkerToolkitError and isinstance(garbled, ToolkitError)
+
+
+# ------------------------------------------------------------------------ the paper's data
+
+
+def test_paper_numbers_are_package_data() -> None:
+    from importlib.resources import files
+
+    from searchspace.tables import PAPER_DIR
+
+    tomllib = pytest.importorskip("tomllib")
+    paper = files("searchspace") / "paper"
+    names = sorted(p.name for p in paper.iterdir() if p.name.endswith(".csv"))
+    assert names == ["bisenetv1_tables.csv", "bisenetv2_headline.csv", "bisenetv2_tables.csv"]
+    assert str(PAPER_DIR) == str(paper)
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["searchspace"]
+    shipped = {p.name for pattern in globs for p in (REPO / "searchspace").glob(pattern)}
+    assert set(names) <= shipped

@@ -1,7 +1,9 @@
 """Datasets, augmentation and the built-in synthetic street scenes.
 
 Submodules: ``labels`` (Cityscapes id tables), ``synth`` (generator and cache),
-``datasets`` (Cityscapes, folder layout, ``parse_data_arg``), ``transforms``.
+``datasets`` (Cityscapes, folder layout, ``parse_data_arg``, the checks done when data is
+opened), ``transforms``, ``cache`` (the cache folder and remembered check verdicts),
+``workers`` (toolkit errors out of DataLoader workers unchanged).
 The names below are imported lazily so that ``runners.data.synth`` (also run in generator
 worker processes) does not pull in torch.
 """
@@ -17,6 +19,9 @@ _EXPORTS = {
     "PairedDataset": "datasets",
     "DataSource": "datasets",
     "parse_data_arg": "datasets",
+    "check_split": "datasets",
+    "RUN_SPLITS": "datasets",
+    "cache_root": "cache",
     "SynthConfig": "synth",
     "ensure_synth": "synth",
     "default_synth_root": "synth",

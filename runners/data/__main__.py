@@ -2,6 +2,11 @@
 
 python -m runners.data synth --out DIR [--train N --val N --height H --width W --seed S --force]
 python -m runners.data check synth | cityscapes:PATH | folder:PATH [--split NAME ...]
+
+``check`` reads every file now (ignoring remembered verdicts) and remembers the verdict, so
+the next run on the same files does not check them again. The built-in dataset and the
+verdicts live in the cache folder: $BISENET_LAB_CACHE, else ~/.cache/bisenet-lab
+($XDG_CACHE_HOME); $BISENET_DATA or synth:PATH choose the built-in dataset's folder.
 """
 
 from __future__ import annotations
@@ -78,14 +83,16 @@ def _synth(args) -> int:
 
 
 def _check(args) -> int:
-    source = parse_data_arg(args.source)
-    source.prepare(progress=sys.stderr.isatty())
+    progress = sys.stderr.isatty()
+    source = parse_data_arg(args.source, check=())  # checked below, every file, every time
+    if source.kind == "synth":  # generate it if needed (prepare() would check it too)
+        ensure_synth(source.path, source.synth_config, progress=progress)
     splits = args.split or source.splits()
     if not splits:
         raise DataError(f"no split folders in {source.path}")
     print(f"{source.label} at {source.path} ({source.num_classes} classes, id {source.data_id})")
     for split in splits:
-        n = source.dataset(split).verify(progress=sys.stderr.isatty())
+        n = source.check([split], force=True, progress=progress)[split]
         print(f"  {split}: {n} images OK")
     return 0
 

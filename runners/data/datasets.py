@@ -4,13 +4,21 @@
 Every problem with the files raises ``DataError`` with one line naming the file: the
 folder scan checks pairing when the dataset is built, decoding and label values are
 checked when a sample is loaded, and ``verify()`` loads every sample to check all of it
-up front.
+up front. ``parse_data_arg`` (how every command opens its data) and ``DataSource.dataset``
+verify the splits they open before any run starts, once per dataset: the verdict is
+remembered in the cache folder under a fingerprint of the files (``check_split``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from runners.data.cache import load_verdict, save_verdict
 from runners.data.labels import (
     CLASS_NAMES,
     IGNORE_INDEX,
@@ -25,11 +34,22 @@ from runners.data.labels import (
     NUM_CLASSES,
     VALID_LABEL_MASK,
 )
-from runners.data.synth import SynthConfig, default_synth_root, ensure_synth, read_manifest
+from runners.data.synth import (
+    SynthConfig,
+    default_synth_root,
+    ensure_synth,
+    manifest_matches,
+    read_manifest,
+)
 from runners.data.transforms import eval_transform
+from runners.data.workers import toolkit_errors_leave_workers
 from searchspace.errors import DataError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The splits every run reads (train, then evaluation on val); checked when data is opened.
+RUN_SPLITS = ("train", "val")
+#: Bump when the checks change: every remembered verdict is then reached again.
+CHECK_VERSION = 1
 
 
 def _open_image(path: Path, what: str) -> Image.Image:
@@ -83,33 +103,81 @@ class PairedDataset(Dataset):
         return len(self.samples)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(RGB uint8 HxWx3, trainIds uint8 HxW) of one sample, checked, not transformed."""
-        image_path, label_path = self.samples[index]
-        image = _open_image(image_path, "image")
-        label = _open_image(label_path, "label")
-        if image.size != label.size:
-            raise DataError(
-                f"image is {image.size[0]}x{image.size[1]} but its label is "
-                f"{label.size[0]}x{label.size[1]}: {label_path}"
-            )
-        raw = _label_array(label, label_path)
-        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-        return rgb, self._to_train_ids(raw, label_path)
+        """(RGB uint8 HxWx3, trainIds uint8 HxW) of one sample, checked, not transformed.
+
+        A ``DataError`` raised in a DataLoader worker reaches the caller as it was raised.
+        """
+        with toolkit_errors_leave_workers():
+            image_path, label_path = self.samples[index]
+            image = _open_image(image_path, "image")
+            label = _open_image(label_path, "label")
+            if label.format != "PNG":  # lossy formats change label values at the edges
+                raise DataError(f"label is not a PNG ({label.format} data): {label_path}")
+            if image.size != label.size:
+                raise DataError(
+                    f"image is {image.size[0]}x{image.size[1]} but its label is "
+                    f"{label.size[0]}x{label.size[1]}: {label_path}"
+                )
+            raw = _label_array(label, label_path)
+            rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            return rgb, self._to_train_ids(raw, label_path)
 
     def __getitem__(self, index: int):
         image, label = self.read(index)
         return self.transform(image, label)
 
-    def verify(self, progress: bool = False) -> int:
-        """Decode and check every sample; returns how many were checked."""
-        indices = range(len(self))
+    def verify(self, progress: bool = False, threads: int | None = None) -> int:
+        """Decode and check every sample; returns how many were checked.
+
+        Samples are read by ``threads`` threads (default: up to 8; PIL decodes without the
+        GIL); the error reported is that of the first bad sample in order.
+        """
+        n = len(self)
+        if threads is None:
+            threads = min(8, os.cpu_count() or 1) if n >= 32 else 1
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            indices = tqdm(indices, desc=f"check {self.split}", unit="img", leave=False)
-        for index in indices:
+            bar = tqdm(total=n, desc=f"check {self.split}", unit="img", leave=False)
+
+        def check(index: int) -> None:
             self.read(index)
-        return len(self)
+
+        try:
+            if threads <= 1:
+                for index in range(n):
+                    check(index)
+                    if bar is not None:
+                        bar.update(1)
+            else:
+                pool = ThreadPoolExecutor(threads)
+                try:
+                    for _ in pool.map(check, range(n)):
+                        if bar is not None:
+                            bar.update(1)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if bar is not None:
+                bar.close()
+        return n
+
+    def fingerprint(self) -> str:
+        """A hash of what the checks depend on: the checks' version, this class and its
+        classes, and every sample's paths, sizes and modification times."""
+        h = hashlib.sha256()
+        head = [CHECK_VERSION, type(self).__name__, str(self.root.resolve()), self.split]
+        h.update(json.dumps([*head, list(getattr(self, "class_names", ()))]).encode())
+        for pair in self.samples:
+            for path in pair:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    raise DataError(f"file disappeared: {path}") from None
+                rel = path.relative_to(self.root).as_posix()
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+        return h.hexdigest()
 
     def _pair(
         self,
@@ -240,12 +308,49 @@ def read_class_names(root: Path) -> tuple[str, ...]:
     return names
 
 
+def check_split(dataset: PairedDataset, force: bool = False, progress: bool | None = None) -> int:
+    """Verify every sample of ``dataset`` once per version of its files; returns the count.
+
+    The verdict (ok, or the first problem found) is remembered in the cache folder under the
+    dataset's ``fingerprint()``, so a large dataset is decoded once, not at every run, and
+    is checked again when a file is added, removed or changed (or with ``force``). A bad
+    dataset raises ``DataError`` with the same one line every time.
+    """
+    identity = f"{type(dataset).__name__}|{dataset.root.resolve()}|{dataset.split}"
+    fingerprint = dataset.fingerprint()
+    if not force:
+        verdict = load_verdict(identity, fingerprint)
+        if verdict is not None:
+            if verdict.get("ok") is True and verdict.get("images") == len(dataset):
+                return len(dataset)
+            if verdict.get("ok") is False and verdict.get("error"):
+                raise DataError(str(verdict["error"]))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    start = time.perf_counter()
+    common = {"root": str(dataset.root), "split": dataset.split, "kind": dataset.kind}
+    try:
+        n = dataset.verify(progress=progress)
+    except DataError as exc:
+        save_verdict(identity, fingerprint, {**common, "ok": False, "error": one_line(exc)})
+        raise
+    seconds = round(time.perf_counter() - start, 3)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    verdict = {**common, "ok": True, "images": n, "check_s": seconds, "checked_at": stamp}
+    save_verdict(identity, fingerprint, verdict)
+    return n
+
+
 # ----------------------------------------------------------------------- the --data argument
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """A dataset chosen on the command line, before any file is read beyond its class list."""
+    """A dataset chosen on the command line (``parse_data_arg``, which checks its splits).
+
+    ``prepare`` makes its files exist, ``dataset`` opens a split (checked), ``check``
+    verifies splits on demand.
+    """
 
     kind: str  # "synth", "cityscapes" or "folder"
     path: Path
@@ -260,10 +365,45 @@ class DataSource:
         return self.kind == "synth"
 
     def prepare(self, progress: bool = False) -> Path:
-        """Make the files exist (generates the synthetic set if needed); returns the root."""
+        """Make the files exist (generates the synthetic set if needed); returns the root.
+
+        The synthetic set is checked like any other data (once per generation).
+        """
         if self.kind == "synth":
-            return ensure_synth(self.path, self.synth_config, progress=progress)
+            root = ensure_synth(self.path, self.synth_config, progress=progress)
+            self._check(root, self._synth_splits(RUN_SPLITS), False, progress)
+            return root
         return self.path
+
+    def check(
+        self, splits: Sequence[str] = RUN_SPLITS, force: bool = False, progress: bool | None = None
+    ) -> dict[str, int]:
+        """Verify ``splits`` (remembered verdicts; ``force`` re-checks); images per split.
+
+        The synthetic set is generated first if needed.
+        """
+        root = self.path
+        if self.kind == "synth":
+            root = ensure_synth(self.path, self.synth_config, progress=bool(progress))
+        return self._check(root, splits, force, progress)
+
+    def _check(
+        self, root: Path, splits: Sequence[str], force: bool, progress: bool | None
+    ) -> dict[str, int]:
+        counts = {}
+        for split in splits:
+            dataset = self._open(root, split, None)
+            counts[split] = check_split(dataset, force=force, progress=progress)
+        return counts
+
+    def _synth_splits(self, splits: Sequence[str]) -> list[str]:
+        config = self.synth_config or SynthConfig()
+        return [s for s in splits if s not in RUN_SPLITS or config.count(s) > 0]
+
+    def _open(self, root: Path, split: str, transform: Callable | None) -> PairedDataset:
+        if self.kind == "folder":
+            return FolderDataset(root, split, transform)
+        return CityscapesDataset(root, split, transform)
 
     def splits(self) -> list[str]:
         """The split folders present on disk (after ``prepare``)."""
@@ -273,11 +413,18 @@ class DataSource:
             raise DataError(f"{self.label} has no {sub}/ folder: {folder}")
         return sorted(p.name for p in folder.iterdir() if p.is_dir())
 
-    def dataset(self, split: str, transform: Callable | None = None) -> PairedDataset:
-        """The dataset of one split; ``transform=None`` means ``eval_transform()``."""
-        if self.kind == "folder":
-            return FolderDataset(self.path, split, transform)
-        return CityscapesDataset(self.prepare(), split, transform)
+    def dataset(
+        self, split: str, transform: Callable | None = None, check: bool = True
+    ) -> PairedDataset:
+        """The dataset of one split; ``transform=None`` means ``eval_transform()``.
+
+        With ``check`` (default) the split is verified first (``check_split``: remembered,
+        so only the first open of a dataset reads every file).
+        """
+        dataset = self._open(self.prepare(), split, transform)
+        if check:
+            check_split(dataset)
+        return dataset
 
 
 SYNTH_LABEL = "synthetic street scenes (built-in, NOT Cityscapes)"
@@ -293,14 +440,34 @@ def _existing_config(root: Path) -> SynthConfig | None:
 
 
 def parse_data_arg(
-    text: str | None = "synth", synth_config: SynthConfig | None = None
+    text: str | None = "synth",
+    synth_config: SynthConfig | None = None,
+    check: Sequence[str] = RUN_SPLITS,
 ) -> DataSource:
     """Parse ``synth`` (default), ``synth:PATH``, ``cityscapes:PATH`` or ``folder:PATH``.
 
     ``synth`` is the default synthetic dataset in ``default_synth_root()``; ``synth:PATH``
     is the one generated at PATH (default config if there is none yet); ``synth_config``
     asks for a particular one. The config's id is the ``data_id``.
+
+    The ``check`` splits (default: train and val, which every run reads; ``()`` for none)
+    are verified before the source is returned, so a broken dataset is a ``DataError``
+    before any run starts. Verdicts are remembered (``check_split``): only the first open
+    of a dataset reads every file. A synthetic set that is not generated yet is checked
+    when ``prepare`` generates it.
     """
+    source = _parse_data_arg(text, synth_config)
+    splits = list(check)
+    if source.kind == "synth":
+        if not splits or not manifest_matches(read_manifest(source.path), source.synth_config):
+            return source
+        splits = source._synth_splits(splits)
+    if splits:
+        source._check(source.path, splits, False, None)
+    return source
+
+
+def _parse_data_arg(text: str | None, synth_config: SynthConfig | None) -> DataSource:
     text = (text or "synth").strip()
     kind, sep, path_text = text.partition(":")
     kind = kind.lower()

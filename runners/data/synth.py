@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from runners.data.cache import CACHE_ENV, cache_root
 from runners.data.labels import CLASS_NAMES, IGNORE_INDEX, LABEL_TO_TRAIN
 from runners.data.scene import render_scene
+from searchspace.atomic import write_json
 from searchspace.errors import DataError
 
 #: Bump whenever the pictures change, so cached datasets from older code are regenerated.
@@ -101,10 +103,16 @@ class SynthConfig:
         return {"train": self.train_count, "val": self.val_count}[split]
 
 
+#: Names the built-in dataset's folder itself (``$BISENET_LAB_CACHE`` moves the whole cache).
+DATA_ENV = "BISENET_DATA"
+
+
 def default_synth_root() -> Path:
-    """Where the built-in dataset is cached: ``$BISENET_DATA``, else ``./data/synth``."""
-    env = os.environ.get("BISENET_DATA")
-    return Path(env) if env else Path.cwd() / "data" / "synth"
+    """Where the built-in dataset is cached: ``$BISENET_DATA``, else ``synth/`` in the
+    toolkit's cache folder (``$BISENET_LAB_CACHE``, else ``~/.cache/bisenet-lab``: see
+    ``runners.data.cache``), the same whatever folder a command runs from."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else cache_root() / "synth"
 
 
 def image_stem(config: SynthConfig, split: str, index: int) -> tuple[str, str]:
@@ -201,20 +209,8 @@ def generate_synth(
         "ignore_pixel_fraction": float(pixels[IGNORE_INDEX]) / total,
         "generation_s": round(time.perf_counter() - start, 3),
     }
-    _write_json_atomic(root / MANIFEST_NAME, manifest)
+    write_json(root / MANIFEST_NAME, manifest)
     return manifest
-
-
-def _write_json_atomic(path: Path, data: dict[str, object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(root: Path) -> dict[str, object] | None:
@@ -260,9 +256,15 @@ def ensure_synth(
             f"{root} is not empty and is not a generated dataset; refusing to overwrite it "
             "(choose an empty or new folder)"
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    except OSError as exc:
+        raise DataError(
+            f"cannot create the synthetic dataset at {root}: {exc.strerror or exc} "
+            f"(choose another folder with synth:PATH, ${DATA_ENV} or ${CACHE_ENV})"
+        ) from None
     try:
         generate_synth(tmp, config, workers=workers, progress=progress)
         _swap_into_place(tmp, root, config, force)
