@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
 
 import pandas as pd
 
-from analysis.tables import as_recipe, build_table, pick_dataset, row_recipe
+from analysis.tables import as_recipe, build_table, pick_dataset, row_recipe_ids
 from searchspace.recipes import Recipe
 from searchspace.tables import get_table
 
@@ -253,7 +253,6 @@ class Verdict:
     detail: str  # the numbers behind the outcome, as text
     paper_outcome: Outcome
     paper_detail: str
-    numbers: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> mean/std/n/cost
 
 
 def _f(value: Any) -> float | None:
@@ -376,7 +375,7 @@ def claim_recipe_ids(recipe: Recipe, claims: Iterable[Claim] = CLAIMS) -> set[st
     ids = set()
     for claim in claims:
         table = get_table(claim.table)
-        ids |= {row_recipe(table.row(r), recipe).recipe_id for r in claim.rows}
+        ids |= row_recipe_ids((table.row(r) for r in claim.rows), recipe)
     return ids
 
 
@@ -401,17 +400,7 @@ def evaluate_claims(
         stats = [measured[r] for r in claim.rows]
         outcome, detail = judge(claim, stats)
         paper_outcome, paper_detail = judge(claim, [from_paper[r] for r in claim.rows], paper=True)
-        numbers = {
-            s.row: {
-                "mean_pct": s.mean,
-                "std_pct": s.std,
-                "n": s.n,
-                "macs": s.cost,
-                "params": s.params,
-            }
-            for s in stats
-        }
-        verdicts.append(Verdict(claim, outcome, detail, paper_outcome, paper_detail, numbers))
+        verdicts.append(Verdict(claim, outcome, detail, paper_outcome, paper_detail))
     return verdicts
 
 

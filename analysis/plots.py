@@ -10,7 +10,6 @@ backend) and saved as PNG and SVG.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from searchspace.atomic import replacing
 from searchspace.tables import PAPER_DIR
 
 HEADLINE_CSV = PAPER_DIR / "bisenetv2_headline.csv"
@@ -40,32 +40,6 @@ def points_from_table(table: pd.DataFrame) -> pd.DataFrame:
     )
     out["fps"] = 1000.0 / out["latency_ms"]
     return out[list(POINT_COLUMNS)].reset_index(drop=True)
-
-
-def points_from_records(
-    records: pd.DataFrame, labels: Mapping[str, str] | None = None
-) -> pd.DataFrame:
-    """One point per (spec, recipe, dataset) of ok records; label from ``labels[spec_id]``.
-
-    Without a label the compact spec string names the point.
-    """
-    ok = records[(records["status"] == "ok")].dropna(subset=["miou", "latency_ms"])
-    rows = []
-    for (spec_id, _recipe, _data), group in ok.groupby(["spec_id", "recipe_id", "dataset_id"]):
-        miou = group["miou"] * 100.0
-        label = (labels or {}).get(spec_id) or str(group["spec_string"].iloc[0] or spec_id)
-        rows.append(
-            {
-                "label": label,
-                "latency_ms": float(group["latency_ms"].median()),
-                "miou_pct": float(miou.mean()),
-                "miou_std_pct": float(miou.std(ddof=1)) if len(miou) >= 2 else float("nan"),
-                "n_seeds": len(miou),
-            }
-        )
-    out = pd.DataFrame(rows, columns=[c for c in POINT_COLUMNS if c != "fps"])
-    out["fps"] = 1000.0 / out["latency_ms"]
-    return out[list(POINT_COLUMNS)]
 
 
 def paper_points(path: Path | str = HEADLINE_CSV) -> pd.DataFrame:
@@ -137,7 +111,8 @@ def save_png_svg(fig: Any, stem: Path, dpi: int = 150, **savefig: Any) -> list[P
         for suffix in (".png", ".svg"):
             path = stem.with_suffix(suffix)
             meta = {"Date": None} if suffix == ".svg" else None
-            fig.savefig(path, dpi=dpi, metadata=meta, **savefig)
+            with replacing(path) as tmp:  # a reader never sees half a figure
+                fig.savefig(tmp, format=suffix[1:], dpi=dpi, metadata=meta, **savefig)
             paths.append(path)
     return paths
 

@@ -1,203 +1,23 @@
-"""Result records as data: the key, the on-disk layout, validation, and a tidy DataFrame.
+"""Result records as a tidy DataFrame: one row per run, units in the column names.
 
-One JSON file per run, keyed by (spec_id, recipe_id, dataset_id, seed), at
-``<results>/records/<spec_id>/<recipe_id>__<dataset_id>__s<seed>.json``. This module is the
-read side and needs no torch, so tables, plots and claim checks run anywhere;
-``runners/store.py`` (the write side: atomic writes, claims) reuses the layout and the
-validation defined here, so that a file the store accepts is a file the loader reads.
-
-A file that is not valid JSON, has another schema, or whose key does not match its file
-name is *corrupt*: it is reported (logged, and listed in ``frame.attrs["problems"]``) and
-skipped, never guessed at.
+The record itself (key, layout, validation, reading a file) is ``searchspace/records.py``,
+shared with the store that writes it. A corrupt file is reported (logged, and listed in
+``frame.attrs["problems"]``) and skipped, never guessed at.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from searchspace.errors import StoreError
-
-if TYPE_CHECKING:  # pandas is imported lazily: the store imports this module too
-    import pandas as pd
+from searchspace.records import check_record, iter_records
 
 log = logging.getLogger(__name__)
-
-SCHEMA = 1
-STATUSES = ("ok", "failed")
-RECORDS_DIRNAME = "records"
-RECORD_SUFFIX = ".json"  # temp and corrupt-aside files never end with it
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True, order=True)
-class RecordKey:
-    """What makes two runs the same run. Every part is safe in a file name."""
-
-    spec_id: str
-    recipe_id: str
-    dataset_id: str
-    seed: int
-
-    def __post_init__(self) -> None:
-        for name in ("spec_id", "recipe_id", "dataset_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not _ID_RE.match(value):
-                raise StoreError(
-                    f"record key {name}={value!r}: expected letters, digits, '.', '_' or '-'"
-                )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise StoreError(f"record key seed={self.seed!r}: expected an integer")
-
-    @classmethod
-    def of(cls, spec: Any, recipe: Any, dataset_id: str, seed: int) -> RecordKey:
-        """The key of a run of ``spec`` (anything with ``spec_id``) under ``recipe``."""
-        return cls(spec.spec_id, recipe.recipe_id, dataset_id, seed)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "record") -> RecordKey:
-        if not isinstance(data, Mapping):
-            raise StoreError(f"{where}: 'key' must be an object, got {data!r}")
-        missing = [k for k in ("spec_id", "recipe_id", "dataset_id", "seed") if k not in data]
-        if missing:
-            raise StoreError(f"{where}: key lacks {', '.join(missing)}")
-        try:
-            return cls(data["spec_id"], data["recipe_id"], data["dataset_id"], data["seed"])
-        except StoreError as exc:
-            raise StoreError(f"{where}: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "spec_id": self.spec_id,
-            "recipe_id": self.recipe_id,
-            "dataset_id": self.dataset_id,
-            "seed": self.seed,
-        }
-
-    @property
-    def filename(self) -> str:
-        return f"{self.recipe_id}__{self.dataset_id}__s{self.seed}{RECORD_SUFFIX}"
-
-    @property
-    def relpath(self) -> Path:
-        """Path below the records folder; one folder per spec keeps listings short."""
-        return Path(self.spec_id) / self.filename
-
-    @property
-    def stem(self) -> str:
-        """One flat, unique name for the key (lock files use it)."""
-        return f"{self.spec_id}__{self.recipe_id}__{self.dataset_id}__s{self.seed}"
-
-    def __str__(self) -> str:
-        return f"{self.spec_id}/{self.recipe_id}/{self.dataset_id}/s{self.seed}"
-
-
-def records_root(results_dir: Path | str) -> Path:
-    """The folder holding ``<spec_id>/*.json``: ``results_dir/records`` if present, else itself.
-
-    Accepting a bare records folder lets a committed fixture (or a copied subset) be read
-    without the ``records/`` level.
-    """
-    root = Path(results_dir)
-    sub = root / RECORDS_DIRNAME
-    return sub if sub.is_dir() else root
-
-
-def record_paths(results_dir: Path | str) -> list[Path]:
-    """Every record file (sorted), without temp files or corrupt files moved aside."""
-    root = records_root(results_dir)
-    if not root.is_dir():
-        return []
-    return sorted(
-        p
-        for p in root.glob(f"*/*{RECORD_SUFFIX}")
-        if p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith(".")
-    )
-
-
-def _number(value: Any, where: str, lo: float | None = None, hi: float | None = None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise StoreError(f"{where}={value!r}: expected a finite number or null")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise StoreError(f"{where}={value!r}: expected a value in [{lo}, {hi}]")
-
-
-def check_record(data: Any, where: str = "record") -> RecordKey:
-    """Validate a record's structure; return its key or raise StoreError naming ``where``.
-
-    Only what the readers rely on is checked (schema, key, status, metric types); sections
-    a run could not fill (a failed run has no metrics) may be missing or null.
-    """
-    if not isinstance(data, Mapping):
-        raise StoreError(f"{where}: expected a JSON object")
-    if data.get("schema") != SCHEMA:
-        raise StoreError(f"{where}: schema={data.get('schema')!r}, expected {SCHEMA}")
-    key = RecordKey.from_dict(data.get("key"), where)
-    status = data.get("status")
-    if status not in STATUSES:
-        raise StoreError(f"{where}: status={status!r}, expected 'ok' or 'failed'")
-    reason = data.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise StoreError(f"{where}: reason={reason!r}, expected a string or null")
-    if status == "failed" and not reason:
-        raise StoreError(f"{where}: a failed record needs a reason")
-    for section in ("metrics", "train", "env", "timings", "dataset", "context"):
-        value = data.get(section)
-        if value is not None and not isinstance(value, Mapping):
-            raise StoreError(f"{where}: {section} must be an object or null")
-    metrics = data.get("metrics") or {}
-    _number(metrics.get("miou"), f"{where}: metrics.miou", 0.0, 1.0)
-    _number(metrics.get("pixel_acc"), f"{where}: metrics.pixel_acc", 0.0, 1.0)
-    for name in ("params", "params_total", "macs"):
-        _number(metrics.get(name), f"{where}: metrics.{name}", 0)
-    latency = metrics.get("latency_ms")
-    if latency is not None:
-        if not isinstance(latency, Mapping):
-            raise StoreError(f"{where}: metrics.latency_ms must be an object or null")
-        _number(latency.get("median"), f"{where}: metrics.latency_ms.median", 0)
-    return key
-
-
-def read_record(path: Path | str) -> dict[str, Any]:
-    """A validated record whose key matches its file name; StoreError naming the file if not."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"record {path}: unreadable ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"record {path}: bad JSON ({exc.msg} at line {exc.lineno})") from None
-    key = check_record(data, f"record {path}")
-    if path.name != key.filename or path.parent.name != key.spec_id:
-        raise StoreError(
-            f"record {path}: its key {key} does not match its file name (expected {key.relpath})"
-        )
-    return data
-
-
-def iter_records(
-    results_dir: Path | str, problems: list[str] | None = None
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Valid records of a folder; each corrupt file is logged, appended to ``problems``, skipped."""
-    for path in record_paths(results_dir):
-        try:
-            yield path, read_record(path)
-        except StoreError as exc:
-            message = f"{exc}; skipped"
-            log.warning(message)
-            if problems is not None:
-                problems.append(message)
-
 
 # --- the tidy frame ---------------------------------------------------------------------
 
@@ -347,8 +167,6 @@ def records_to_frame(
 
     Dicts that fail validation are reported in ``frame.attrs["problems"]`` and skipped.
     """
-    import pandas as pd
-
     problems = [] if problems is None else problems
     rows = []
     for i, record in enumerate(records):
@@ -377,19 +195,3 @@ def load_records(results_dir: Path | str) -> pd.DataFrame:
     problems: list[str] = []
     records = [{**rec, "_path": str(path)} for path, rec in iter_records(results_dir, problems)]
     return records_to_frame(records, problems)
-
-
-def per_class_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Long frame of per-class IoU: key columns, ``class_name``, ``iou`` (0..1 or NaN)."""
-    import pandas as pd
-
-    rows = []
-    for record in records:
-        key = record.get("key") or {}
-        per_class = (record.get("metrics") or {}).get("per_class_iou") or {}
-        for name, iou in per_class.items():
-            rows.append({**key, "class_name": name, "iou": iou})
-    columns = ["spec_id", "recipe_id", "dataset_id", "seed", "class_name", "iou"]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["iou"] = frame["iou"].astype("float64")
-    return frame

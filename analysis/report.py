@@ -20,17 +20,19 @@ import pandas as pd
 from analysis.claims import CLAIMS, SINGLE_RUN_SPREAD_PTS, Verdict, evaluate_claims
 from analysis.cli import ArgumentParser, run_cli
 from analysis.plots import paper_points, plot_speed_accuracy, points_from_table
-from analysis.records import load_records, records_root
+from analysis.records import load_records
 from analysis.tables import (
     as_recipe,
     build_table,
     markdown_grid,
     pick_dataset,
-    row_recipe,
+    row_recipe_ids,
     to_markdown,
 )
+from searchspace.atomic import write_text
 from searchspace.errors import SpecError, StoreError, UsageError
 from searchspace.recipes import Recipe
+from searchspace.records import records_root
 from searchspace.tables import get_table, table_names
 
 PROG = "analysis.report"
@@ -50,12 +52,7 @@ def parse_tables(text: str | None) -> list[str] | None:
 
 
 def _recipe_ids(recipe: Recipe, tables: Sequence[str]) -> set[str]:
-    return {
-        row_recipe(row, recipe).recipe_id
-        for t in tables
-        for row in get_table(t).rows
-        if row.spec is not None
-    }
+    return {rid for t in tables for rid in row_recipe_ids(get_table(t).rows, recipe)}
 
 
 def _environment_section(records: pd.DataFrame) -> str:
@@ -214,7 +211,7 @@ def write_report(
         records, out, recipe=recipe, dataset_id=dataset_id, tables=tables, source=str(results_dir)
     )
     try:
-        out.write_text(text, encoding="utf-8")
+        write_text(out, text)
     except OSError as exc:
         raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
     return out

@@ -1,7 +1,9 @@
 """A paper table beside the measured one: match records to rows, aggregate seeds, render.
 
-A row's run is identified by its spec_id and the recipe_id of the base recipe with the
-row's recipe changes applied (Table 2's OHEM row changes the loss), on one dataset.
+A row's run is identified by the spec and recipe ``PaperRow.run_for`` gives it on the
+records' dataset (the classifier sized for the dataset's classes; the row's recipe
+changes applied, e.g. Table 2's OHEM loss): the same function the ablation planned the
+runs with, so a 5-class folder dataset's runs are found under their own spec_id.
 Seeds are aggregated (mean, sample std, n); complexity is deterministic, so any record of
 the row gives it. Numbers stay raw in the frame (units in the column names) and are
 rounded only by the renderers. When the data is the built-in synthetic set, measured
@@ -12,12 +14,13 @@ blank and every rendering says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from searchspace.atomic import write_text
 from searchspace.errors import UsageError
 from searchspace.recipes import Recipe, parse_recipe
 from searchspace.tables import PaperRow, get_table
@@ -54,9 +57,22 @@ def as_recipe(recipe: Recipe | str) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
 
 
-def row_recipe(row: PaperRow, recipe: Recipe) -> Recipe:
-    """The recipe a row runs with: the base recipe plus the row's changes (e.g. OHEM)."""
-    return recipe.replace(**row.recipe_changes) if row.recipe_changes else recipe
+def row_recipe_ids(rows: Iterable[PaperRow], recipe: Recipe) -> set[str]:
+    """The recipe ids runnable ``rows`` run with (which, unlike their specs, do not depend
+    on the dataset: used to find the dataset among the records)."""
+    return {
+        row.run_for(recipe, row.spec.num_classes)[1].recipe_id
+        for row in rows
+        if row.spec is not None
+    }
+
+
+def dataset_classes(records: pd.DataFrame, dataset_id: str | None) -> int | None:
+    """The number of classes the records say ``dataset_id`` has (None if none say)."""
+    if dataset_id is None:
+        return None
+    values = records.loc[records["dataset_id"] == dataset_id, "num_classes"].dropna()
+    return int(values.iloc[0]) if len(values) else None
 
 
 def is_builtin_dataset(dataset_id: str) -> bool:
@@ -123,15 +139,15 @@ def build_table(
     """
     paper = get_table(table)
     base = as_recipe(recipe)
-    targets = [(row, row_recipe(row, base) if row.spec is not None else None) for row in paper.rows]
-    recipe_ids = {r.recipe_id for _, r in targets if r is not None}
+    recipe_ids = row_recipe_ids(paper.rows, base)
     if dataset_id is None:
         dataset_id = pick_dataset(records, recipe_ids)
     label, builtin = _dataset_meta(records, dataset_id)
     sel = records[(records["dataset_id"] == dataset_id) & records["recipe_id"].isin(recipe_ids)]
+    num_classes = dataset_classes(records, dataset_id)
 
     rows, matched = [], []
-    for row, rrecipe in targets:
+    for row in paper.rows:
         out: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
         out.update(
             table=table,
@@ -144,17 +160,18 @@ def build_table(
             n_seeds=0,
             n_failed=0,
         )
-        if row.spec is None or rrecipe is None:
+        if row.spec is None:
             out["status"] = f"unsupported: {row.unsupported}"
             rows.append(out)
             continue
+        spec, rrecipe = row.run_for(base, num_classes or row.spec.num_classes)
         out.update(
-            spec_string=row.spec.to_string(),
-            spec_id=row.spec.spec_id,
+            spec_string=spec.to_string(),
+            spec_id=spec.spec_id,
             recipe_changes=",".join(f"{k}={v}" for k, v in row.recipe_changes.items()) or None,
             recipe_id=rrecipe.recipe_id,
         )
-        mine = sel[(sel["spec_id"] == row.spec.spec_id) & (sel["recipe_id"] == rrecipe.recipe_id)]
+        mine = sel[(sel["spec_id"] == spec.spec_id) & (sel["recipe_id"] == rrecipe.recipe_id)]
         matched.append(mine)
         ok = mine[mine["status"] == "ok"]
         failed = mine[mine["status"] == "failed"]
@@ -379,5 +396,5 @@ def to_csv(frame: pd.DataFrame, path: Path | str | None = None) -> str:
     )
     text = out.to_csv(index=False, lineterminator="\n")
     if path is not None:
-        Path(path).write_text(text, encoding="utf-8")
+        write_text(path, text)
     return text

@@ -37,12 +37,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocks.builder import build_model
-from runners.complexity import build_on_meta
-from runners.profiling import count_primary, make_inference_model
-from runners.profiling.core import build_real, count_spec
-from runners.profiling.counters import COUNTERS
-from runners.profiling.env import describe_environment, format_environment
-from runners.profiling.inference import calibrate_batchnorm_, max_abs_diff
+from runners.env import environment, format_environment
+from runners.profile.complexity import build_on_meta, count_primary
+from runners.profile.core import build_real, count_spec
+from runners.profile.counters import COUNTERS
+from runners.profile.inference import calibrate_batchnorm_, make_inference_model, max_abs_diff
+from searchspace.atomic import write_text
 from searchspace.presets import PRESETS
 from searchspace.tables import get_table
 
@@ -209,11 +209,9 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    env = describe_environment("cpu")
+    env = environment("cpu")
     emit(f"# profile_bench  {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    emit(
-        f"# CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs), threads {env['torch_threads']}"
-    )
+    emit(f"# CPU: {env['cpu']} ({env['cpu_count']} logical CPUs), threads {env['torch_threads']}")
     emit(f"# torch {env['torch']}, python {env['python']}, {env['platform']}")
     emit(f"# {format_environment(env)}")
     emit(f"# load average at start (1/5/15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -339,9 +337,7 @@ def main() -> None:
     emit(f"# load average at end (1/5/15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(args.out)
+        write_text(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

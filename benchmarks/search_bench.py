@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,26 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.study_plots import nadir  # noqa: E402
-from runners.searching import (  # noqa: E402
-    SearchConfig,
-    hypervolume,
-    open_study,
-    run_search,
-)
+from runners.env import cpu_model  # noqa: E402
+from runners.search.config import SearchConfig  # noqa: E402
+from runners.search.results import hypervolume  # noqa: E402
+from runners.search.study import open_study  # noqa: E402
+from runners.search.workers import run_search  # noqa: E402
+from searchspace.atomic import write_text  # noqa: E402
 from searchspace.optuna_spaces import get_space  # noqa: E402
 
 TINY = "smoke:budget=150,crop_hw=128+128,batch_size=8,warmup_iters=10,eval_hw=128+256"
 LATENCY_HW = (256, 512)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def trial_points(study) -> list[tuple[str, float, float, float]]:
@@ -200,7 +189,7 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        write_text(args.out, "\n".join(lines) + "\n")
     return 0
 
 

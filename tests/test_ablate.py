@@ -43,7 +43,7 @@ def test_dry_run_profiles_without_storing(tmp_path: Path) -> None:
 
 
 def test_several_tables_share_their_common_rows(tmp_path: Path) -> None:
-    from runners.ablation import plan_runs
+    from runners.ablate.plan import plan_runs
     from runners.data.datasets import parse_data_arg
     from searchspace.recipes import parse_recipe
     from searchspace.tables import get_table
@@ -77,9 +77,9 @@ def test_several_tables_share_their_common_rows(tmp_path: Path) -> None:
 )
 def test_bad_input_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if "--device" in args:
-        import torch
+        from runners.env import cuda_available
 
-        if torch.cuda.is_available():
+        if cuda_available():
             pytest.skip("a CUDA device is present")
     out = ablate(*args, "--results-dir", str(tmp_path / "res"))
     assert out.returncode == 2, out.stderr
@@ -160,3 +160,52 @@ def test_sigkill_then_rerun_gives_the_same_records(tmp_path: Path, tiny_data: st
     a, b = load_records(killed), load_records(clean)
     assert list(a["status"]) == ["ok", "ok"] and list(b["status"]) == ["ok", "ok"]
     assert not list((killed / "records").rglob("*.tmp*"))
+
+
+# --- a dataset of another number of classes -------------------------------------------
+
+FOLDER_CLASSES = ("background", "road", "car", "person", "sky")
+
+
+@pytest.fixture(scope="module")
+def five_class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``folder:`` dataset of 5 classes (4 train + 2 val images, 64x128), made once."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("five")
+    (root / "classes.txt").write_text("\n".join(FOLDER_CLASSES) + "\n")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            label = rng.integers(0, len(FOLDER_CLASSES), (4, 8), dtype=np.uint8)
+            label = label.repeat(16, axis=0).repeat(16, axis=1)  # 64x128 blocks of a class
+            image = (label[..., None] * 50 + rng.integers(0, 20, (64, 128, 3))).astype(np.uint8)
+            Image.fromarray(image).save(root / "images" / split / f"img{i}.png")
+            Image.fromarray(label).save(root / "labels" / split / f"img{i}.png")
+    return root
+
+
+def test_a_five_class_folder_dataset_trains_and_fills_the_table(
+    tmp_path: Path, five_class_folder: Path
+) -> None:
+    """Rows are sized for the data's 5 classes, and the table finds what was measured."""
+    out = ablate("--table", "3a", "--rows", "lambda_1_8", "--recipe", TINY,
+                 "--data", f"folder:{five_class_folder}", "--results-dir", str(tmp_path),
+                 "--no-latency", "--no-progress")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    frame = load_records(tmp_path)
+    assert list(frame["status"]) == ["ok"] and list(frame["num_classes"]) == [5]
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| lambda_1_8 ")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    headers = next(
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.stdout.splitlines()
+        if line.startswith("| Row ")
+    )
+    got = dict(zip(headers, cells))
+    assert got["Status"] == "ok", row
+    assert float(got["mIoU measured"]) == pytest.approx(100 * frame["miou"].iloc[0], abs=0.01)
+    assert got["n"] == "1" and "nc=5" in got["Spec"]  # sized for the data

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blocks.builder import build_model
-from runners.complexity import count_params
+from runners.profile.complexity import count_params
 from searchspace.presets import PRESETS, get_preset
 from searchspace.serialize import leaf_types
 from searchspace.tables import all_tables

@@ -8,7 +8,7 @@ was inferred from one number (21.15); every other row is a prediction.
 
 from __future__ import annotations
 
-from runners.complexity import build_on_meta, count_macs, count_params
+from runners.profile.complexity import build_on_meta, count_macs, count_params
 from searchspace.presets import get_preset
 from searchspace.tables import all_tables
 

@@ -16,17 +16,17 @@ from torch import nn
 
 from runners.data.datasets import DataSource
 from runners.data.labels import IGNORE_INDEX, LABEL_ID, NUM_CLASSES
-from runners.evaluate import main as evaluate_main
-from runners.evaluation.baseline import class_pixel_counts, majority_class_baseline
-from runners.evaluation.folder import score_folder
-from runners.evaluation.metrics import (
+from runners.evaluate.__main__ import main as evaluate_main
+from runners.evaluate.baseline import class_pixel_counts, majority_class_baseline
+from runners.evaluate.folder import score_folder
+from runners.evaluate.metrics import (
     EvalResult,
     confusion_matrix,
     iou_per_class,
     mean_iou,
     pixel_accuracy,
 )
-from runners.evaluation.predict import evaluate, predict
+from runners.evaluate.predict import evaluate, predict
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,13 +12,9 @@ import torch
 
 from blocks.builder import build_model
 from runners.cli import run_cli
-from runners.export import main as export_main
-from runners.profiling import LatencyConfig, export_onnx
-from runners.profiling.onnx_export import (
-    ExportError,
-    measure_onnxruntime_latency,
-    onnxruntime_available,
-)
+from runners.export.__main__ import main as export_main
+from runners.export.onnx import ExportError, export_onnx, onnxruntime_available
+from runners.profile.latency import LatencyConfig, measure_onnxruntime_latency
 from searchspace.presets import PRESETS, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,24 +20,24 @@ from torch import nn
 
 from blocks.builder import build_model
 from runners.cli import run_cli
-from runners.profile import main as profile_main
-from runners.profiling import (
-    LatencyConfig,
-    count_primary,
-    fold_bn,
-    make_inference_model,
-    measure_latency,
-    profile_spec,
-)
-from runners.profiling.counters import (
+from runners.env import cuda_available
+from runners.profile.__main__ import main as profile_main
+from runners.profile.complexity import count_primary
+from runners.profile.core import profile_spec
+from runners.profile.counters import (
     count_ptflops,
     count_thop,
     fvcore_activations,
     fvcore_counts,
     largest_disagreement_pct,
 )
-from runners.profiling.env import cuda_available
-from runners.profiling.inference import calibrate_batchnorm_, max_abs_diff
+from runners.profile.inference import (
+    calibrate_batchnorm_,
+    fold_bn,
+    make_inference_model,
+    max_abs_diff,
+)
+from runners.profile.latency import LatencyConfig, measure_latency
 from searchspace.errors import UsageError
 from searchspace.presets import PRESETS, parse_spec
 from searchspace.tables import get_table

@@ -14,8 +14,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from runners.searching import SearchConfig, finished_trials, hypervolume, open_study, split_trials
+from runners.search.config import SearchConfig
+from runners.search.results import hypervolume
+from runners.search.study import finished_trials, open_study
+from runners.search.workers import split_trials
 from searchspace.optuna_spaces import SPACES, get_space
+from searchspace.v1 import BiSeNetV1Spec
 from searchspace.v2 import BiSeNetV2Spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +38,7 @@ def test_every_space_samples_valid_specs() -> None:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
         for _ in range(40):
             trial = study.ask()
-            assert isinstance(space.sample(trial), BiSeNetV2Spec)
+            assert isinstance(space.sample(trial), (BiSeNetV1Spec, BiSeNetV2Spec))
             study.tell(trial, 0.0)
     grid = get_space("multipliers").grid()
     assert len(grid) >= 15
@@ -197,7 +201,7 @@ def test_three_workers_on_one_postgres_study(tmp_path: Path, tiny_data: str, pos
 
 def _two_point_space(monkeypatch, bad_head: bool = False) -> str:
     """A 2-point space (alpha 0.25 / 0.5 at d 0.5); with ``bad_head`` alpha 0.5 is invalid."""
-    from searchspace.optuna_spaces import SearchSpace
+    from searchspace.optuna_spaces import Knob, SearchSpace
     from searchspace.presets import get_preset
 
     def to_spec(params):
@@ -206,13 +210,13 @@ def _two_point_space(monkeypatch, bad_head: bool = False) -> str:
             return spec.replace(head_width=-3)  # validation rejects it: a bad spec
         return spec
 
-    space = SearchSpace("two", "test space", {"width_mult": (0.25, 0.5)}, to_spec)
+    space = SearchSpace("two", "test space", (Knob("width_mult", (0.25, 0.5)),), to_spec)
     monkeypatch.setitem(SPACES, "two", space)
     return "two"
 
 
 def test_a_bad_spec_fails_its_trial_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
-    from runners.searching import run_search
+    from runners.search.workers import run_search
 
     cfg = SearchConfig(space=_two_point_space(monkeypatch, bad_head=True), study="bad",
                        trials=2, objectives=("gmacs", "params"), sampler="grid",
@@ -227,7 +231,7 @@ def test_a_bad_spec_fails_its_trial_and_the_study_goes_on(tmp_path: Path, monkey
 
 def test_a_nan_run_is_recorded_with_its_reason(tmp_path: Path, tiny_data: str, monkeypatch):
     from analysis.records import load_records
-    from runners.searching import run_search
+    from runners.search.workers import run_search
 
     # a learning rate of 1e30 makes the loss non-finite within a few steps: a real NaN run
     recipe = "smoke:budget=6,crop_hw=64+64,batch_size=2,warmup_iters=0,lr=1e30"
@@ -244,8 +248,9 @@ def test_a_nan_run_is_recorded_with_its_reason(tmp_path: Path, tiny_data: str, m
 
 
 def test_constraints_reject_before_training(tmp_path: Path, tiny_data: str) -> None:
-    from runners.complexity import build_on_meta, count_macs
-    from runners.searching import rejected_trials, run_search
+    from runners.profile.complexity import build_on_meta, count_macs
+    from runners.search.study import rejected_trials
+    from runners.search.workers import run_search
 
     space = get_space("multipliers")
     gmacs = sorted(count_macs(build_on_meta(space.to_spec(p)), (64, 64)) / 1e9
@@ -273,7 +278,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 def test_single_objective_reports_intermediate_miou_and_is_pruned(
     tmp_path: Path, tiny_data: str
 ) -> None:
-    from runners.searching import Objective, TrialFailed
+    from runners.search.objective import Objective, TrialFailed
 
     cfg = SearchConfig(space="multipliers", study="prune", trials=1, objectives=("miou",),
                        pruner="median", recipe="smoke:budget=8,crop_hw=64+64,batch_size=2,"
@@ -297,7 +302,7 @@ class _PruneFromStep(optuna.pruners.BasePruner):
 
 
 def test_a_run_is_not_pruned_at_its_final_evaluation(tmp_path: Path, tiny_data: str) -> None:
-    from runners.searching import Objective, TrialFailed
+    from runners.search.objective import Objective, TrialFailed
 
     cfg = SearchConfig(space="multipliers", study="p", trials=1, objectives=("miou",),
                        pruner="median", recipe="smoke:budget=8,crop_hw=64+64,batch_size=2,"
@@ -342,13 +347,9 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_data: 
 
 
 def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
-    from runners.searching import (
-        export_best,
-        pareto_specs,
-        reference_points,
-        run_search,
-        write_plots,
-    )
+    from analysis.study_plots import plot_study
+    from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
+    from runners.search.workers import run_search
     from searchspace.presets import parse_spec
 
     cfg = SearchConfig(space="multipliers", study="front", trials=4, objectives=("miou", "gmacs"),
@@ -369,6 +370,8 @@ def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
     trained = any(t.params == {"width_mult": 1.0, "depth_mult": 1.0} for t in study.trials)
     assert ("miou" in reference["bisenetv2"]) == trained
     assert reference["bisenetv2_l"]["gmacs"] > 5 * reference["bisenetv2"]["gmacs"]
-    written = {p.name for p in write_plots(study, tmp_path / "plots", reference)}
+    written = {
+        p.name for p in plot_study(study, trials_frame(study), tmp_path / "plots", reference)
+    }
     for stem in ("pareto", "hypervolume", "importances"):
         assert any(stem in name and name.endswith(".png") for name in written), written

@@ -17,11 +17,12 @@ from torch import nn
 
 from runners.data.datasets import DataSource, parse_data_arg
 from runners.data.labels import IGNORE_INDEX
-from runners.training import TrainResult, train
-from runners.training import checkpoint as ckpt
-from runners.training.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
-from runners.training.losses import ohem_cross_entropy, segmentation_loss
-from runners.training.optim import lr_at, param_groups
+from runners.env import cuda_available
+from runners.train import checkpoint as ckpt
+from runners.train.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
+from runners.train.loop import TrainResult, train
+from runners.train.losses import ohem_cross_entropy, segmentation_loss
+from runners.train.optim import lr_at, param_groups
 from searchspace.errors import CheckpointError, SpecError
 from searchspace.presets import parse_spec
 from searchspace.recipes import RECIPES, Recipe, parse_recipe
@@ -284,7 +285,7 @@ DDP_SCRIPT = """
 import json, os, sys
 from runners.data.datasets import parse_data_arg
 from runners.data.synth import SynthConfig
-from runners.training import train
+from runners.train.loop import train
 from searchspace.presets import parse_spec
 from searchspace.recipes import recipe_from_json_dict
 data, out, recipe_json, config = sys.argv[1:5]
@@ -321,7 +322,7 @@ def test_ddp_gloo_two_processes(tiny: DataSource, tmp_path: Path) -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU (none here)")
 def test_cuda_amp_channels_last_train_and_resume(tiny: DataSource, tmp_path: Path) -> None:
     """fp16 autocast + GradScaler + channels_last on a GPU; resume matches to float tolerance."""
     spec = parse_spec(SPEC)

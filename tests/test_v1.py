@@ -19,7 +19,7 @@ import torch
 from blocks.aggregation import BilateralGuidedAggregation, FeatureFusionModule
 from blocks.builder import build_model
 from blocks.v1 import ResNet18, Xception39, load_backbone_weights
-from runners.complexity import build_on_meta, count_macs, count_params
+from runners.profile.complexity import build_on_meta, count_macs, count_params
 from searchspace.errors import CheckpointError, SpecError
 from searchspace.presets import PRESETS, V1_PRESETS, get_preset, parse_spec
 from searchspace.serialize import leaf_types

@@ -1,0 +1,162 @@
+"""``python -m runners.ablate --table 3a``: re-run a paper table on your data and hardware.
+
+For each row and seed: profile (params, GMACs, latency), train under the recipe's fixed
+budget, evaluate, store one record. Re-running resumes; two processes on one results
+folder split the work. At the end the table is printed beside the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.records import load_records
+from analysis.tables import build_table, table_notes, to_markdown
+from runners.ablate.plan import plan_runs, resolve_tables
+from runners.ablate.run import dry_run_rows, remeasure_latency, run_ablation
+from runners.cli import ArgumentParser, run_cli
+from runners.data.datasets import parse_data_arg
+from runners.env import cuda_available
+from runners.experiment import ProfileSettings
+from runners.store import Store
+from searchspace.errors import UsageError
+from searchspace.recipes import parse_recipe
+from searchspace.tables import get_table, table_names
+
+DEFAULT_RESULTS = Path("runs") / "results"
+ALIASES = {"pair": "6", "v2": "6"}
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="runners.ablate", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--table",
+        help="paper table id, or several joined by commas (rows they share run once): "
+        + ", ".join(_all_tables()),
+    )
+    p.add_argument("--list", action="store_true", help="list tables and rows, then exit")
+    p.add_argument("--rows", help="comma-separated row names of the table (default: all)")
+    p.add_argument("--recipe", default="smoke", help="smoke (default), paper, or NAME:k=v,...")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per row (0..K-1)")
+    p.add_argument("--data", default="synth", help="synth (built-in), cityscapes:PATH, folder:PATH")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument("--force", action="store_true", help="re-run rows that already have records")
+    p.add_argument("--dry-run", action="store_true", help="profile only: no training, no records")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    p.add_argument(
+        "--remeasure-latency", action="store_true",
+        help="re-time the stored runs of the table on this machine (no training)",
+    )  # fmt: skip
+    p.add_argument("--latency-repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
+    p.add_argument("--workers", type=int, default=0, help="data-loader workers for training")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (one line per run is still printed)",
+    )
+    p.add_argument(
+        "--wait", type=float, default=3600.0,
+        help="seconds to wait for rows another process is running (default 3600)",
+    )  # fmt: skip
+    return p
+
+
+def _all_tables() -> list[str]:
+    return list(table_names("all"))
+
+
+def _table_id(text: str) -> str:
+    return ALIASES.get(text, text)
+
+
+def print_list(out=sys.stdout) -> None:
+    for name in _all_tables():
+        table = get_table(name)
+        out.write(f"table {name}: {table.title}\n")
+        for row in table.rows:
+            what = (
+                row.spec.to_string() if row.spec is not None else f"unsupported: {row.unsupported}"
+            )
+            extra = f" + recipe {dict(row.recipe_changes)}" if row.recipe_changes else ""
+            out.write(f"  {row.row:22s} {what}{extra}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        print_list()
+        return 0
+    if not args.table:
+        raise UsageError("--table is required (or --list to see the tables)")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be >= 1")
+    if args.latency_repeats < 1:
+        raise UsageError(f"--latency-repeats {args.latency_repeats}: must be >= 1")
+    if args.device == "cuda" and not cuda_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    table_ids = list(dict.fromkeys(_table_id(t.strip()) for t in args.table.split(",")))
+    tables = resolve_tables(table_ids)
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    if rows and len(tables) > 1:
+        raise UsageError(f"--rows needs a single --table, not {args.table!r}")
+    recipe = parse_recipe(args.recipe)
+    data = parse_data_arg(args.data)
+    runs, unsupported = plan_runs(tables, rows, recipe, data, args.seeds)
+    settings = ProfileSettings(
+        latency=not args.no_latency, repeats=args.latency_repeats, threads=args.threads
+    )
+    for row in unsupported:
+        print(f"skipping {row.key}: {row.unsupported}")
+    if args.dry_run:
+        return _print_dry_run(dry_run_rows(runs, args.device, settings), ",".join(table_ids))
+
+    store = Store(args.results_dir)
+    for problem in store.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if args.remeasure_latency:
+        if args.no_latency:
+            raise UsageError("--remeasure-latency and --no-latency contradict each other")
+        n = remeasure_latency(runs, store, args.device, settings)
+        print(f"re-timed {n} stored runs")
+        return 0
+    for table_id, table in zip(table_ids, tables):
+        print(f"table {table_id}: {table.title}")
+    print(f"data: {data.label}; recipe: {recipe.name}; seeds: {args.seeds}; results: {store.root}")
+    outcome = run_ablation(
+        runs, data, store, device=args.device, settings=settings,
+        force=args.force, progress=not args.no_progress, wait_for_others_s=args.wait,
+        workers=args.workers, on_progress=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    records = load_records(store.root)
+    for table_id, table in zip(table_ids, tables):
+        frame = build_table(table_id, records, recipe, data.data_id)
+        print(f"\ntable {table_id}: {table.title}\n")
+        print(to_markdown(frame))
+        for note in table_notes(frame):
+            print(f"note: {note}")
+    print(
+        f"\n{len(outcome.ran)} runs done now, {len(outcome.skipped)} reused, "
+        f"{len(outcome.busy)} still running elsewhere, {len(outcome.failed)} failed; "
+        f"{outcome.seconds:.0f} s"
+    )
+    return 0
+
+
+def _print_dry_run(rows: list[dict], table_id: str) -> int:
+    print(f"dry run of table {table_id}: profile only, nothing trained or stored")
+    head = f"{'row':26s} {'params M':>9s} {'GMACs paper':>12s} {'GMACs':>8s} {'latency ms':>11s}"
+    print(head)
+    for r in rows:
+        lat = f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-"
+        paper = f"{r['gmacs_paper']:.2f}" if r["gmacs_paper"] is not None else "-"
+        print(f"{r['row']:26s} {r['params_m']:9.3f} {paper:>12s} {r['gmacs']:8.2f} {lat:>11s}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    run_cli(main)

@@ -1,0 +1,55 @@
+"""Planning an ablation: which runs a set of paper tables asks for, each once.
+
+A run is keyed by (spec_id, recipe_id, dataset_id, seed); rows of different tables that
+name the same spec and recipe share one run (Table 2's "bga" is Table 3a's "lambda_1_4").
+A row is adapted to the dataset by ``PaperRow.run_for`` (its classifier sized for the
+dataset's classes, its recipe changes applied), the same function the table builder
+matches records with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from runners.data.datasets import DataSource
+from runners.experiment import PlannedRun
+from searchspace.errors import UsageError
+from searchspace.recipes import Recipe
+from searchspace.records import RecordKey
+from searchspace.tables import PaperRow, PaperTable, get_table
+
+
+def resolve_tables(names: Sequence[str]) -> list[PaperTable]:
+    return [get_table(n) for n in names]
+
+
+def select_rows(table: PaperTable, rows: Sequence[str] | None) -> list[PaperRow]:
+    """The table's rows, or the named ones (unknown names are an error, not a no-op)."""
+    if not rows:
+        return list(table.rows)
+    return [table.row(name) for name in rows]
+
+
+def plan_runs(
+    tables: Sequence[PaperTable],
+    rows: Sequence[str] | None,
+    recipe: Recipe,
+    data: DataSource,
+    seeds: int,
+) -> tuple[list[PlannedRun], list[PaperRow]]:
+    """(runs to do, in table order and deduplicated; rows the toolkit cannot run)."""
+    if seeds < 1:
+        raise UsageError(f"--seeds {seeds}: must be >= 1")
+    planned: dict[RecordKey, PlannedRun] = {}
+    unsupported: list[PaperRow] = []
+    for table in tables:
+        chosen = select_rows(table, rows if len(tables) == 1 else None)
+        for row in chosen:
+            if row.spec is None:
+                unsupported.append(row)
+                continue
+            spec, row_recipe = row.run_for(recipe, data.num_classes)
+            for seed in range(seeds):
+                run = PlannedRun.of(spec, row_recipe, data, seed)
+                planned.setdefault(run.key, run).rows.append(row)
+    return list(planned.values()), unsupported

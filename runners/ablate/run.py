@@ -1,0 +1,168 @@
+"""Running an ablation: every planned run once (resumable, shared between processes),
+re-timing stored runs, and the profile-only dry run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runners.data.datasets import DataSource
+from runners.env import load_avg_1m
+from runners.experiment import (
+    PlannedRun,
+    ProfileSettings,
+    execute_run,
+    profile_metrics,
+    profile_run,
+    stored_record,
+)
+from runners.store import Store, utc_now
+from searchspace.records import RecordKey
+
+
+@dataclass
+class AblationOutcome:
+    """Keys by what happened to them in this invocation."""
+
+    ran: list[RecordKey]
+    skipped: list[RecordKey]
+    busy: list[RecordKey]
+    failed: list[RecordKey]
+    seconds: float
+
+
+def run_ablation(
+    runs: list[PlannedRun],
+    data: DataSource,
+    store: Store,
+    device: str = "cpu",
+    settings: ProfileSettings | None = None,
+    force: bool = False,
+    progress: bool = True,
+    keep_checkpoints: bool = True,
+    wait_for_others_s: float = 0.0,
+    workers: int = 0,
+    on_progress: Callable[[str], None] | None = None,
+) -> AblationOutcome:
+    """Do every planned run that has no finished record (or all, with ``force``)."""
+    settings = settings or ProfileSettings()
+    say = on_progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    todo = [r for r in runs if store.needs_run(r.key, force=force)]
+    say(f"{len(runs)} runs planned: {len(runs) - len(todo)} already stored, {len(todo)} to do")
+    if todo:
+        data.prepare(progress=progress)
+    by_key = {r.key: r for r in runs}
+    done_count = 0
+    started = time.perf_counter()
+
+    def work(key: RecordKey) -> dict[str, Any]:
+        nonlocal done_count
+        run = by_key[key]
+        elapsed = time.perf_counter() - started
+        eta = ""
+        if done_count:
+            eta = f", ETA {elapsed / done_count * (len(todo) - done_count) / 60:.1f} min"
+        say(
+            f"[{done_count + 1}/{len(todo)}{eta}] {run.label} seed {run.seed}: {run.spec.to_string()}"
+        )
+        record = execute_run(
+            run, data, store.root, device, settings, progress, keep_checkpoints, workers
+        )
+        done_count += 1
+        if record["status"] != "ok":
+            say(f"    failed: {record['reason']}")
+        else:
+            m = record["metrics"]
+            say(
+                f"    mIoU {100 * m['miou']:.2f}  ({record['timings'].get('train_s', 0):.0f} s training)"
+            )
+        return record
+
+    summary = store.run_keys([r.key for r in todo], work, force=force)
+    busy = list(summary.busy)
+    deadline = time.perf_counter() + wait_for_others_s
+    while busy and time.perf_counter() < deadline:
+        time.sleep(2.0)
+        busy = [k for k in busy if not store.exists(k)]
+    failed = [r.key for r in runs if (stored_record(store, r.key) or {}).get("status") == "failed"]
+    return AblationOutcome(
+        ran=list(summary.ran),
+        skipped=[r.key for r in runs if r.key not in summary.ran and r.key not in busy],
+        busy=busy,
+        failed=failed,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def remeasure_latency(
+    runs: list[PlannedRun],
+    store: Store,
+    device: str,
+    settings: ProfileSettings,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Re-time stored runs on this machine, keeping everything else of each record.
+
+    Latency belongs to a machine and its load, accuracy does not: this re-measures the
+    former (say, on a quiet machine, or on the GPU you will deploy on) without retraining.
+    """
+    done = 0
+    for run in runs:
+        with store.lock(run.key) as lock:
+            if not lock:
+                say(f"skipping {run.label} seed {run.seed}: another process holds it")
+                continue
+            record = store.get(run.key)
+            if not record or record.get("status") != "ok":
+                continue
+            input_hw = settings.input_hw or run.rows[0].input_hw
+            latency = profile_metrics(profile_run(run.spec, input_hw, settings, device))[
+                "latency_ms"
+            ]
+            latency.update(remeasured_at=utc_now(), load_avg_1m=load_avg_1m())
+            record["metrics"]["latency_ms"] = latency
+            if not lock.lost:
+                store.put(record, force=True)
+                done += 1
+                say(f"{run.label} seed {run.seed}: {latency['median']:.1f} ms")
+    return done
+
+
+def dry_run_rows(
+    runs: list[PlannedRun], device: str, settings: ProfileSettings
+) -> list[dict[str, Any]]:
+    """Profile only (no training, nothing stored): one dict per table row.
+
+    Each spec is profiled once; rows that share it (the same network under another
+    recipe, or the same row in two tables) reuse its numbers.
+    """
+    out = []
+    profiled: dict[str, dict[str, Any]] = {}
+    listed: set[str] = set()
+    for run in runs:
+        if run.spec.spec_id not in profiled:
+            input_hw = settings.input_hw or run.rows[0].input_hw
+            profiled[run.spec.spec_id] = profile_metrics(
+                profile_run(run.spec, input_hw, settings, device)
+            )
+        metrics = profiled[run.spec.spec_id]
+        for row in run.rows:
+            if row.key in listed:
+                continue
+            listed.add(row.key)
+            out.append(
+                {
+                    "row": row.key,
+                    "setting": row.setting,
+                    "spec": run.spec.to_string(),
+                    "params_m": metrics["params"] / 1e6,
+                    "gmacs_paper": row.paper_gmacs,
+                    "gmacs": metrics["macs"] / 1e9,
+                    "latency_ms": (metrics["latency_ms"] or {}).get("median"),
+                    "miou_paper": row.paper_miou,
+                }
+            )
+    return out

@@ -1,0 +1,116 @@
+"""``python -m runners.search``: an Optuna study over a search space, from 1 process to many
+machines.
+
+Each trial samples a spec, checks the hard constraints before any training (MACs on the
+meta device, then latency), and trains through the result store, so a spec already
+trained with the same recipe, data and seed is reused. The study lives in SQLite in the
+results folder by default, or on a database server (``--storage postgresql://...``)
+shared by workers on many machines. The package: ``config`` (what to do), ``study``
+(storage, sampler, counts), ``objective`` (one trial), ``costs`` (constraints),
+``workers`` (the process pool), ``results`` (front, export, reference points).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from runners.cli import ArgumentParser, check_output_dir, run_cli
+from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
+from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
+from runners.search.study import finished_trials, rejected_trials
+from runners.search.workers import run_search
+from searchspace.errors import UsageError
+from searchspace.optuna_spaces import SPACES
+
+# --- command line ----------------------------------------------------------------------
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="runners.search", description="Optuna search over BiSeNet design knobs")
+    p.add_argument("--space", default="multipliers", help="search space: " + ", ".join(SPACES))
+    p.add_argument("--study", required=True, help="study name (resumed if it exists)")
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should reach")
+    p.add_argument(
+        "--objectives", default="miou,latency_ms", help="comma list of " + ", ".join(OBJECTIVES)
+    )
+    p.add_argument("--sampler", default=None, help="tpe (default), nsga2, random, grid")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--max-gmacs", type=float, default=None)
+    p.add_argument("--max-latency-ms", type=float, default=None)
+    p.add_argument("--pruner", default="none", help="none, median, hyperband (single objective)")
+    p.add_argument(
+        "--storage", default=None, help="optuna storage URL (default: SQLite in --results-dir)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--recipe", default="smoke")
+    p.add_argument("--data", default="synth")
+    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--latency-hw", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
+    p.add_argument("--latency-repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--export-best", type=Path, default=None, help="write the front's specs here")
+    p.add_argument("--plots", type=Path, default=None, help="write study plots here")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
+    p.add_argument(
+        "--grace-s", type=int, default=60,
+        help="seconds without a heartbeat before a worker counts as dead and its trial is "
+        "retried (default 60)",
+    )  # fmt: skip
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if min(args.latency_hw) < 32:
+        raise UsageError(
+            f"--latency-hw {args.latency_hw[0]} {args.latency_hw[1]}: sizes must be >= 32"
+        )
+    cfg = SearchConfig(
+        space=args.space, study=args.study, trials=args.trials,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        sampler=args.sampler, seed=args.seed, max_gmacs=args.max_gmacs,
+        max_latency_ms=args.max_latency_ms, storage=args.storage, workers=args.workers,
+        recipe=args.recipe, data=args.data, results_dir=args.results_dir, device=args.device,
+        pruner=args.pruner, latency_hw=tuple(args.latency_hw),
+        latency_repeats=args.latency_repeats, threads=args.threads, progress=args.progress,
+        grace_s=args.grace_s,
+    )  # fmt: skip
+    # validate recipe and data names before the study is created
+    from runners.data.datasets import parse_data_arg
+    from searchspace.recipes import parse_recipe
+
+    parse_recipe(cfg.recipe)
+    parse_data_arg(cfg.data)
+    for option, folder in (("--export-best", args.export_best), ("--plots", args.plots)):
+        if folder is not None:
+            check_output_dir(folder, option)
+    t0 = time.perf_counter()
+    study = run_search(cfg)
+    frame = trials_frame(study)
+    print(
+        f"study {cfg.study}: {finished_trials(study)} finished trials, "
+        f"{rejected_trials(study)} proposals rejected by the constraints before training "
+        f"({time.perf_counter() - t0:.0f} s now)"
+    )
+    print(frame.groupby("state").size().to_string())
+    print("best trials:")
+    for spec, values in pareto_specs(study):
+        vals = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        print(f"  {spec.to_string():40s} {vals}")
+    if args.export_best:
+        for path in export_best(study, args.export_best):
+            print(f"wrote {path}")
+    if args.plots:
+        from analysis.study_plots import plot_study
+
+        paths = plot_study(study, frame, args.plots, reference_points(cfg))
+        for path in paths:
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

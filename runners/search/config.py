@@ -1,0 +1,98 @@
+"""What a search is asked to do: one frozen, checked config that every worker rebuilds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from searchspace.errors import UsageError
+from searchspace.optuna_spaces import get_space
+
+OBJECTIVES = {
+    "miou": "maximize",
+    "latency_ms": "minimize",
+    "gmacs": "minimize",
+    "params": "minimize",
+}
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+PRUNERS = ("none", "median", "hyperband")
+DEFAULT_RESULTS = Path("runs") / "results"
+# a worker silent for GRACE_S seconds is taken as dead: its trial fails and is retried
+HEARTBEAT_S = 15
+GRACE_S = 60
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    study: str
+    trials: int
+    objectives: tuple[str, ...] = ("miou", "latency_ms")
+    sampler: str | None = None
+    seed: int = 0
+    max_gmacs: float | None = None
+    max_latency_ms: float | None = None
+    storage: str | None = None
+    workers: int = 1
+    recipe: str = "smoke"
+    data: str = "synth"
+    results_dir: str = str(DEFAULT_RESULTS)
+    device: str = "cpu"
+    pruner: str = "none"
+    train_seed: int = 0
+    latency_hw: tuple[int, int] = (512, 1024)
+    latency_repeats: int = 5
+    threads: int | None = None  # torch threads per worker (default: cores // workers)
+    progress: bool = False
+    grace_s: int = GRACE_S  # a worker silent this long is dead: its trial is failed, retried
+
+    def check(self) -> None:
+        get_space(self.space)
+        if not self.study or any(c in self.study for c in "/\\\n"):
+            raise UsageError(f"--study {self.study!r}: give a plain name")
+        if self.trials < 1:
+            raise UsageError(f"--trials {self.trials}: must be >= 1")
+        if not self.objectives:
+            raise UsageError("--objectives: give at least one of " + ", ".join(OBJECTIVES))
+        for obj in self.objectives:
+            if obj not in OBJECTIVES:
+                raise UsageError(f"unknown objective {obj!r} (known: {', '.join(OBJECTIVES)})")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise UsageError(f"--objectives {','.join(self.objectives)}: listed twice")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"unknown pruner {self.pruner!r} (known: {', '.join(PRUNERS)})")
+        if self.pruner != "none" and len(self.objectives) != 1:
+            raise UsageError(
+                "--pruner needs a single objective (e.g. --objectives miou with --max-gmacs)"
+            )
+        if self.workers < 1:
+            raise UsageError(f"--workers {self.workers}: must be >= 1")
+        if self.grace_s < 2:
+            raise UsageError(f"--grace-s {self.grace_s}: must be >= 2 (seconds)")
+        for name, value in (
+            ("--max-gmacs", self.max_gmacs),
+            ("--max-latency-ms", self.max_latency_ms),
+        ):
+            if value is not None and not value > 0:
+                raise UsageError(f"{name} {value}: must be > 0")
+        if self.device == "cuda":
+            from runners.env import cuda_available
+
+            if not cuda_available():
+                raise UsageError("--device cuda: no CUDA device is available here")
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{Path(self.results_dir).resolve() / 'optuna.db'}"
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.objectives or self.max_latency_ms is not None
+
+    @property
+    def needs_training(self) -> bool:
+        return "miou" in self.objectives

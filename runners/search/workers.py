@@ -1,0 +1,122 @@
+"""Running a study to its target: one process, or a pool of worker processes.
+
+Every worker opens the same study (heartbeats in its storage: a worker that dies has its
+trial failed and retried once with the same parameters) and takes a share of the trials.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+from runners.search.config import SearchConfig
+from runners.search.costs import precheck_constraints
+from runners.search.objective import Objective, TrialFailed
+from runners.search.study import finished_trials, open_study
+
+# consecutive proposals that all break the constraints before a worker gives up
+MAX_REJECTED_IN_A_ROW = 200
+
+
+def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
+    """Run up to ``n_trials`` trials, stopping once the whole study reaches ``cfg.trials``.
+
+    The shares split one machine's remaining trials exactly; the check before each trial
+    (finished + running, across every worker of the study) stops machines that started
+    with the same remaining count, so a multi-machine study overshoots by at most the
+    number of workers that ask at the same moment.
+    """
+    import optuna
+
+    objective = Objective(cfg)
+    done = rejected_in_a_row = 0
+    while done < n_trials:
+        if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+            print(
+                f"warning: stopping: the last {rejected_in_a_row} proposals all broke the "
+                "constraints (loosen --max-gmacs / --max-latency-ms)",
+                file=sys.stderr,
+            )
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a dead worker's RUNNING trial must not count as under way: fail it now, and
+            # the storage's retry callback queues a copy that the next trial picks up
+            optuna.storages.fail_stale_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if finished_trials(study) + running >= cfg.trials:
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        if objective.last_rejected:
+            rejected_in_a_row += 1
+        else:
+            rejected_in_a_row = 0
+            done += 1
+
+
+def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int, index: int) -> None:
+    """One worker process: its own torch threads, its own share of the trials.
+
+    Each worker's sampler gets its own seed (seed + index): with one seed, independent
+    samplers would propose the same points and the workers would queue on each other.
+    """
+    import optuna
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg = SearchConfig(
+        **{
+            **cfg_dict,
+            "latency_hw": tuple(cfg_dict["latency_hw"]),
+            "objectives": tuple(cfg_dict["objectives"]),
+            "seed": cfg_dict["seed"] + index,
+        }
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, create=False)
+    optimize_share(study, cfg, n_trials)
+
+
+def split_trials(total: int, workers: int) -> list[int]:
+    base, extra = divmod(total, workers)
+    return [
+        base + (1 if i < extra else 0) for i in range(workers) if base + (1 if i < extra else 0)
+    ]
+
+
+def run_search(cfg: SearchConfig) -> Any:
+    """Bring the study to ``cfg.trials`` finished trials; returns the study."""
+    cfg.check()
+    precheck_constraints(cfg)
+    study = open_study(cfg)
+    remaining = cfg.trials - finished_trials(study)
+    if remaining <= 0:
+        return study
+    cores = os.cpu_count() or 1
+    threads = cfg.threads or max(1, cores // cfg.workers)
+    shares = split_trials(remaining, cfg.workers)
+    if len(shares) == 1:
+        import torch
+
+        torch.set_num_threads(threads)
+        optimize_share(study, cfg, shares[0])
+        return study
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(asdict(cfg), n, threads, i)) for i, n in enumerate(shares)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        print(
+            f"warning: {len(bad)} worker(s) exited with {bad}; their trials are retried on restart",
+            file=sys.stderr,
+        )
+    return open_study(cfg, create=False)

@@ -1,0 +1,218 @@
+"""One lock file per record key, so that two processes never run one key twice.
+
+``Locks.try_lock`` creates ``locks/<key stem>.lock`` with ``O_CREAT | O_EXCL`` (pid,
+hostname, token, heartbeat); a thread of the holder rewrites the heartbeat in place
+through its open descriptor, so it can never write into a lock that another process
+made. A lock whose holder is a dead pid on this host, or whose heartbeat is older than
+``stale_after_s``, is broken by an atomic rename (only one breaker wins), re-checked, and
+put back with ``os.link`` if it proves live. A holder paused for longer than
+``stale_after_s`` finds its lock ``lost`` and must not write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners.store.files import pid_alive
+from searchspace.atomic import HOST
+from searchspace.errors import StoreError
+from searchspace.records import RecordKey
+
+log = logging.getLogger(__name__)
+
+UNREADABLE_LOCK_GRACE_S = 30.0  # a lock still empty after this was abandoned mid-create
+_LOCK_BYTES = 512  # fixed size, so a rewrite in place never leaves a longer old tail
+
+
+@dataclass
+class RunLock:
+    """The right to run one key; truthy only when acquired. Release it (``with`` does)."""
+
+    key: RecordKey
+    path: Path
+    acquired: bool
+    holder: dict[str, Any] | None = None  # who holds it, when not acquired
+    token: str = ""
+    _fd: int | None = field(default=None, repr=False)
+    _inode: tuple[int, int] = field(default=(0, 0), repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _lost: bool = field(default=False, repr=False)
+
+    def __bool__(self) -> bool:
+        return self.acquired
+
+    @property
+    def lost(self) -> bool:
+        """True if another process broke the lock (it presumed us dead) while we held it."""
+        return self._lost
+
+    def owned(self) -> bool:
+        """The lock path still names our file (a breaker renames it, then makes its own)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._inode
+
+    def release(self) -> None:
+        if not self.acquired:
+            return
+        self.acquired = False
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not self._lost and self.owned():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_lock(path: Path) -> dict[str, Any] | None:
+    """Lock contents, or None if missing, empty or unreadable (just created, or debris)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _lock_bytes(token: str, created: float, heartbeat: float) -> bytes:
+    text = json.dumps(
+        {
+            "pid": os.getpid(),
+            "hostname": HOST,
+            "token": token,
+            "created": round(created, 6),
+            "heartbeat": round(heartbeat, 6),
+        }
+    )
+    return text.ljust(_LOCK_BYTES).encode()  # JSON allows trailing whitespace
+
+
+class Locks:
+    """The lock folder of a results folder."""
+
+    def __init__(self, folder: Path, stale_after_s: float, heartbeat_s: float) -> None:
+        self.folder = folder
+        self.stale_after_s = stale_after_s
+        self.heartbeat_s = heartbeat_s
+
+    def path(self, key: RecordKey) -> Path:
+        return self.folder / f"{key.stem}.lock"
+
+    def remove_leftovers(self) -> None:
+        """Locks moved aside by a breaker that died before removing them."""
+        now = time.time()
+        for path in self.folder.glob("*.lock.stale-*"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > UNREADABLE_LOCK_GRACE_S:
+                    path.unlink()
+
+    def is_stale(self, holder: dict[str, Any] | None, mtime: float) -> bool:
+        now = time.time()
+        if holder is None:  # created but not yet written, or its creator died in between
+            return now - mtime > min(UNREADABLE_LOCK_GRACE_S, self.stale_after_s)
+        if holder.get("hostname") == HOST:
+            pid = holder.get("pid")
+            if isinstance(pid, int) and not pid_alive(pid):
+                return True
+        beat = holder.get("heartbeat")
+        beat = max(float(beat), mtime) if isinstance(beat, (int, float)) else mtime
+        return now - beat > self.stale_after_s
+
+    def break_stale(self, path: Path, inode: int) -> None:
+        """Move a stale lock away; put it back if it turns out to be live after all.
+
+        Only one breaker's rename can succeed. If what we renamed is not the file we judged
+        (another inode) or its heartbeat moved meanwhile, it is live: restore it with
+        ``os.link`` (same inode, so its holder keeps it), which fails rather than clobber
+        a lock created in between.
+        """
+        aside = path.with_name(f"{path.name}.stale-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return  # another process broke it first
+        try:
+            st = aside.stat()
+            holder = read_lock(aside)
+            if st.st_ino != inode or not self.is_stale(holder, st.st_mtime):
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+            else:
+                log.warning("broke stale lock %s (holder %s)", path, holder)
+        finally:
+            with contextlib.suppress(OSError):
+                aside.unlink()
+
+    def try_lock(self, key: RecordKey) -> RunLock:
+        """Take the key's lock if free (or stale); the result is falsy if someone holds it."""
+        path = self.path(key)
+        holder: dict[str, Any] | None = None
+        for _ in range(5):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # released meanwhile; try again
+                holder = read_lock(path)
+                if not self.is_stale(holder, st.st_mtime):
+                    return RunLock(key, path, acquired=False, holder=holder)
+                self.break_stale(path, st.st_ino)
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot create lock {path}: {exc.strerror or exc}") from None
+            token, now = secrets.token_hex(8), time.time()
+            try:
+                os.pwrite(fd, _lock_bytes(token, now, now), 0)
+                os.fsync(fd)
+                st = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise
+            lock = RunLock(key, path, True, token=token, _fd=fd, _inode=(st.st_dev, st.st_ino))
+            lock._thread = threading.Thread(
+                target=self._heartbeat, args=(lock, now), name=f"lock-{key.stem}", daemon=True
+            )
+            lock._thread.start()
+            return lock
+        return RunLock(key, path, acquired=False, holder=holder)
+
+    def _heartbeat(self, lock: RunLock, created: float) -> None:
+        """Rewrite the held lock in place (through our own descriptor, so never anyone
+        else's file) until released; notice if a breaker took the path over."""
+        while not lock._stop.wait(self.heartbeat_s):
+            if not lock.owned():
+                time.sleep(0.05)  # a breaker that misjudged us restores the lock at once
+                if not lock.owned():
+                    lock._lost = True
+                    log.warning("lost lock %s to another process", lock.path)
+                    return
+            with contextlib.suppress(OSError):
+                os.pwrite(lock._fd, _lock_bytes(lock.token, created, time.time()), 0)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def hold(self, key: RecordKey) -> Iterator[RunLock]:
+        """``with locks.hold(key) as lock:`` -- ``lock`` is falsy if another process has it."""
+        lock = self.try_lock(key)
+        try:
+            yield lock
+        finally:
+            lock.release()

@@ -1,0 +1,235 @@
+"""The result store: one JSON record per run, written atomically, shared safely by processes.
+
+Layout of a results folder::
+
+    records/<spec_id>/<recipe_id>__<dataset_id>__s<seed>.json   one record per key
+    locks/<spec_id>__<recipe_id>__<dataset_id>__s<seed>.lock    held while a key is running
+
+Guarantees, and how:
+
+- A record file is complete or absent: it is written by ``searchspace.atomic`` (temp file
+  in the same folder, fsync, ``os.replace``). A killed run leaves at most a temp file,
+  which never matches ``*.json`` and is removed at the next start (``files.py``).
+- A finished ("ok") record is never recomputed unless asked (``force``); a failed one is
+  retried by default. ``put`` refuses to replace an ok record without ``force``.
+- A corrupt record (bad JSON, another schema, key not matching its name) is reported and
+  skipped, never overwritten: ``put`` raises unless ``force``, and even then moves the
+  file aside to ``<name>.corrupt-<timestamp>``.
+- Two processes never run one key twice: see ``locks.py``.
+
+The record's key, layout and validation are ``searchspace/records.py``, shared with the
+loader in ``analysis/records.py``. The usual loop is ``Store.run_keys``; see its docstring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners.store.files import check_writable, move_aside, remove_dead_temp_files
+from runners.store.locks import Locks, RunLock
+from runners.store.records import plain
+from searchspace.atomic import write_json
+from searchspace.errors import StoreError
+from searchspace.records import RECORDS_DIRNAME, RecordKey, check_record, iter_records, read_record
+
+log = logging.getLogger(__name__)
+
+LOCKS_DIRNAME = "locks"
+STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is abandoned
+
+
+@dataclass
+class RunSummary:
+    """What ``Store.run_keys`` did with each key."""
+
+    ran: list[RecordKey] = field(default_factory=list)
+    skipped: list[RecordKey] = field(default_factory=list)  # already done (or corrupt)
+    busy: list[RecordKey] = field(default_factory=list)  # another live process has it
+    lost: list[RecordKey] = field(default_factory=list)  # lock taken over mid-run: not written
+
+
+class Store:
+    """A results folder. Creating one checks it is writable and removes dead temp files."""
+
+    def __init__(
+        self,
+        results_dir: Path | str,
+        *,
+        stale_after_s: float = STALE_AFTER_S,
+        heartbeat_s: float | None = None,
+    ) -> None:
+        self.root = Path(results_dir)
+        self.records_dir = self.root / RECORDS_DIRNAME
+        self.locks_dir = self.root / LOCKS_DIRNAME
+        self.stale_after_s = float(stale_after_s)
+        # refresh well inside the stale window so a busy machine does not lose its locks
+        self.heartbeat_s = float(heartbeat_s) if heartbeat_s else self.stale_after_s / 6
+        self.locks = Locks(self.locks_dir, self.stale_after_s, self.heartbeat_s)
+        self.problems: list[str] = []
+        check_writable(self.root, self.records_dir, self.locks_dir)
+        self._clean_debris()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # --- setup -----------------------------------------------------------------------
+
+    def _clean_debris(self) -> None:
+        """Remove temp files of dead writers and stale-lock leftovers; never records."""
+        spec_folders = (p for p in self.records_dir.iterdir() if p.is_dir())
+        remove_dead_temp_files([self.root, self.locks_dir, *spec_folders])
+        self.locks.remove_leftovers()
+
+    def _report(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+            log.warning(message)
+
+    # --- records ---------------------------------------------------------------------
+
+    def path(self, key: RecordKey) -> Path:
+        return self.records_dir / key.relpath
+
+    def get(self, key: RecordKey) -> dict[str, Any] | None:
+        """The record of ``key``, None if there is none; StoreError if its file is corrupt."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        return read_record(path)
+
+    def exists(self, key: RecordKey) -> bool:
+        """A valid record (ok or failed) exists; a corrupt file is reported and counts as no."""
+        try:
+            return self.get(key) is not None
+        except StoreError as exc:
+            self._report(f"{exc}; skipped")
+            return False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every valid record; corrupt files are reported in ``problems`` and skipped."""
+        problems: list[str] = []
+        for _, record in iter_records(self.records_dir, problems):
+            yield record
+        for message in problems:
+            self._report(message)
+
+    def keys(self) -> list[RecordKey]:
+        return [RecordKey.from_dict(r["key"]) for r in self]
+
+    def needs_run(
+        self,
+        key: RecordKey,
+        force: bool = False,
+        retry_failed: bool = True,
+        *,
+        fresh_since: float | None = None,
+    ) -> bool:
+        """Should this key be (re)computed?
+
+        No record: yes. An ok record: only with ``force``. A failed one: if
+        ``retry_failed``. A corrupt file: reported; only with ``force`` (``put`` then moves
+        it aside). ``fresh_since`` (a ``time.time()``) makes a record written since then
+        count as done even with ``force``, so that forced runs in two processes still run
+        each key once.
+        """
+        path = self.path(key)
+        if not path.exists():
+            return True
+        try:
+            record = read_record(path)
+        except StoreError as exc:
+            if not force:
+                self._report(f"{exc}; skipped (re-run with force to move it aside)")
+            return force
+        if fresh_since is not None:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= fresh_since:
+                    return False
+        if force:
+            return True
+        return record["status"] == "failed" and retry_failed
+
+    def put(self, record: Mapping[str, Any], force: bool = False) -> Path:
+        """Write ``record`` atomically; returns its path.
+
+        Refuses (StoreError) to replace an ok record or a corrupt file unless ``force``;
+        with ``force`` a corrupt file is moved aside to ``<name>.corrupt-<timestamp>``.
+        """
+        record = plain(record)
+        key = check_record(record, "record to store")
+        path = self.path(key)
+        if path.exists():
+            try:
+                existing = read_record(path)
+            except StoreError as exc:
+                if not force:
+                    raise StoreError(
+                        f"{exc}; not overwriting it (use force to move it aside)"
+                    ) from None
+                aside = move_aside(path)
+                self._report(f"moved corrupt record {path} aside to {aside.name}")
+            else:
+                if existing["status"] == "ok" and not force:
+                    raise StoreError(f"record {path} is already finished; pass force to replace it")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, record)
+        except OSError as exc:
+            raise StoreError(f"cannot write record {path}: {exc.strerror or exc}") from None
+        return path
+
+    # --- locks -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, key: RecordKey) -> Iterator[RunLock]:
+        """``with store.lock(key) as lock:`` -- ``lock`` is falsy if another process has it."""
+        with self.locks.hold(key) as lock:
+            yield lock
+
+    # --- the resumable loop ----------------------------------------------------------
+
+    def run_keys(
+        self,
+        keys: Iterable[RecordKey],
+        work: Callable[[RecordKey], Mapping[str, Any]],
+        *,
+        force: bool = False,
+        retry_failed: bool = True,
+    ) -> RunSummary:
+        """Run ``work(key) -> record`` for each key that needs it, once across processes.
+
+        The order per key: skip if done; lock it (skip if another process holds it); check
+        again (it may have finished while we looked); run; put. ``work`` should return a
+        failed record (``build_record(..., status="failed", reason=...)``) for an expected
+        failure; an exception propagates and leaves no record (the lock is released).
+        """
+        summary = RunSummary()
+        fresh_since = time.time() if force else None
+        for key in keys:
+            if not self.needs_run(key, force, retry_failed, fresh_since=fresh_since):
+                summary.skipped.append(key)
+                continue
+            with self.locks.hold(key) as lock:
+                if not lock:
+                    summary.busy.append(key)
+                    continue
+                if not self.needs_run(key, force, retry_failed, fresh_since=fresh_since):
+                    summary.skipped.append(key)
+                    continue
+                record = work(key)
+                got = check_record(plain(record), f"record of {key}")
+                if got != key:
+                    raise StoreError(f"work({key}) returned a record for another key ({got})")
+                if lock.lost:
+                    self._report(f"lock of {key} was taken over while running; not written")
+                    summary.lost.append(key)
+                    continue
+                self.put(record, force=True)
+                summary.ran.append(key)
+        return summary

@@ -1,0 +1,117 @@
+"""``python -m runners.train``: train one spec under one recipe, then score it on val.
+
+    python -m runners.train --spec bisenetv2 --recipe smoke --data synth --seed 0 --out runs/a
+    torchrun --nproc_per_node 2 -m runners.train ... (DDP; the recipe's batch is global)
+
+Exit status: 0 ok, 1 the run failed (e.g. a non-finite loss; the reason is printed),
+2 a user mistake (bad flag, spec, recipe, data or checkpoint), reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runners.cli import ArgumentParser, run_cli
+from runners.data.datasets import parse_data_arg
+from searchspace.presets import parse_spec
+from searchspace.recipes import Recipe, parse_recipe
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m runners.train", description=__doc__.split("\n")[0])
+    p.add_argument("--spec", default="bisenetv2", help="preset, 'v2:k=v,...' or a .json file")
+    p.add_argument("--recipe", default="smoke", help="smoke, paper, or NAME:field=value,...")
+    p.add_argument(
+        "--data", default="synth", help="synth, synth:PATH, cityscapes:PATH, folder:PATH"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, results)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-iterations", type=int, metavar="N")
+    budget.add_argument("--budget-seconds", type=int, metavar="S")
+    budget.add_argument("--budget-images", type=int, metavar="N")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue a compatible checkpoint in --out (default: yes)",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="0: at the end")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument(
+        "--eval",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score the trained model on val at recipe.eval_hw (default: yes)",
+    )
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    return p
+
+
+def recipe_with_budget(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """A budget flag replaces the recipe's budget, so the run's recipe id says what ran."""
+    for kind in ("iterations", "seconds", "images"):
+        value = getattr(args, f"budget_{kind}")
+        if value is not None:
+            return recipe.replace(budget_kind=kind, budget=value)
+    return recipe
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = parse_spec(args.spec)
+    recipe = recipe_with_budget(parse_recipe(args.recipe), args)
+    source = parse_data_arg(args.data)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    is_main = int(os.environ.get("RANK", "0")) == 0
+
+    # imported here so that --help and flag errors answer without loading torch
+    from runners.train.loop import train
+    from searchspace.atomic import write_json
+
+    result = train(
+        spec,
+        recipe,
+        source,
+        args.seed,
+        args.out,
+        device=args.device,
+        progress=progress,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        workers=args.workers,
+    )
+    if not is_main:
+        return 0 if result.status == "ok" else 1
+    if result.status != "ok":
+        sys.stderr.write(f"training failed: {result.reason}\n")
+        return 1
+    print(
+        f"{spec.to_string()} [{spec.spec_id}] recipe {recipe.name} [{recipe.recipe_id}] "
+        f"seed {args.seed} on {source.label}"
+    )
+    print(
+        f"trained {result.iterations} iterations, {result.images} images in "
+        f"{result.seconds:.1f} s ({result.images_per_s:.1f} images/s, world size "
+        f"{result.world_size}); final loss {result.final_loss:.4f}"
+    )
+    print(f"checkpoint: {result.checkpoint}")
+    if args.eval:
+        from runners.evaluate.checkpoint import evaluate_checkpoint
+
+        ev = evaluate_checkpoint(
+            Path(result.checkpoint or ""), source, device=args.device, workers=args.workers
+        )
+        write_json(args.out / "eval_result.json", ev.to_dict())
+        hw = f"{ev.input_hw[0]}x{ev.input_hw[1]}" if ev.input_hw else "native size"
+        print(f"val: {ev.summary().splitlines()[0]}, network input {hw}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

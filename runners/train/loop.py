@@ -1,0 +1,499 @@
+"""``train``: one spec, one recipe, one dataset, one seed -> a trained checkpoint and a result.
+
+What makes a run comparable and resumable:
+
+- the budget is fixed (iterations, images or wall-clock seconds) and the poly schedule
+  decays over exactly that budget;
+- every batch and every augmentation is a function of (seed, iteration) (``data.py``), and
+  the checkpoint holds everything else the next step depends on, so a run killed and
+  resumed ends in the same state as one that ran straight through;
+- a checkpoint made for another spec, recipe, seed or dataset is refused, and a non-finite
+  loss ends the run as ``failed`` with the reason instead of training on garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from blocks.builder import build_model
+from runners.data.datasets import DataSource
+from runners.env import cuda_available
+from runners.evaluate.predict import autocast, evaluate
+from runners.train import checkpoint as ckpt
+from runners.train import distributed as dist_utils
+from runners.train.budget import iterations_for
+from runners.train.data import make_train_loader
+from runners.train.losses import segmentation_loss
+from runners.train.optim import lr_at, make_optimizer, set_lr
+from searchspace.atomic import write_json
+from searchspace.errors import DataError, UsageError
+from searchspace.recipes import Recipe
+
+RESULT_NAME = "train_result.json"
+LOG_EVERY = 10  # iterations per history record (and the window of ``final_loss``)
+
+OnEval = Callable[[int, float], None]
+
+
+@dataclass
+class TrainResult:
+    """What a training run did. ``status`` is "ok", "failed" (``reason`` says why) or
+    "paused" (``stop_after`` reached; call ``train`` again to resume)."""
+
+    status: str
+    reason: str | None
+    iterations: int
+    images: int
+    seconds: float  # time in training steps (data loading included; evaluations excluded)
+    images_per_s: float
+    final_loss: float | None  # mean loss of the last LOG_EVERY iterations
+    history: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"iteration", "miou"}
+    checkpoint: str | None = None
+    spec_id: str = ""
+    recipe_id: str = ""
+    data_id: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    world_size: int = 1
+    resumed_from: int = 0  # iteration the run was resumed at (0: started fresh)
+    params_sha1: str = ""  # digest of the learned weights: equal digests, equal models
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _deterministic(device: torch.device) -> None:
+    """Cheap determinism: CPU kernels already are; on CUDA pick deterministic cuDNN convs.
+
+    Full determinism on CUDA (``use_deterministic_algorithms``) would also forbid the
+    atomic-add backward of bilinear upsampling, which every head uses, so CUDA runs are
+    reproducible to float tolerance only.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not cuda_available():
+            raise UsageError("--device cuda: no CUDA device is available here")
+        return torch.device("cuda", local_rank if dev.index is None else dev.index)
+    if dev.type != "cpu":
+        raise UsageError(f"--device {device}: expected cpu or cuda")
+    return dev
+
+
+def params_digest(model: nn.Module) -> str:
+    """SHA-1 of every parameter's bytes in name order (BN buffers excluded: under DDP
+    without SyncBatchNorm each rank keeps its own running statistics)."""
+    h = hashlib.sha1()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(
+    spec: Any,
+    recipe: Recipe,
+    data_source: DataSource,
+    seed: int,
+    run_dir: Path | str,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_eval: OnEval | None = None,
+    *,
+    resume: bool = True,
+    checkpoint_every: int = 100,
+    workers: int = 0,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``spec`` under ``recipe`` on the source's train split; results go to ``run_dir``.
+
+    ``on_eval(iteration, miou)`` is called after each evaluation every
+    ``recipe.eval_every`` iterations (val split, ``recipe.eval_hw``); it may raise (e.g.
+    Optuna's ``TrialPruned``) to end the run, and the exception propagates. With
+    ``resume`` an existing ``run_dir/checkpoint.pt`` of the same spec, recipe, seed and
+    dataset is continued (a finished one is returned as is, not recomputed).
+    ``checkpoint_every`` (0: only at the end) sets how often a kill can lose work.
+    ``stop_after`` pauses after that many iterations with a checkpoint, as if killed.
+    Without ``resume`` the folder's old checkpoint and result are deleted first.
+    Run under ``torchrun`` for DDP: ``recipe.batch_size`` is then the global batch.
+    """
+    if seed < 0:
+        raise UsageError(f"seed={seed}: must be >= 0")
+    if checkpoint_every < 0:
+        raise UsageError(f"checkpoint_every={checkpoint_every}: must be >= 0 (0: only at the end)")
+    if workers < 0:
+        raise UsageError(f"workers={workers}: must be >= 0")
+    num_classes = getattr(spec, "num_classes", None)
+    if num_classes != data_source.num_classes:
+        raise UsageError(
+            f"spec has {num_classes} classes but {data_source.label} has {data_source.num_classes}"
+        )
+    requested = torch.device(device)
+    info = dist_utils.setup(requested.type)
+    try:
+        dev = resolve_device(requested, info.local_rank)
+        if recipe.batch_size % info.world_size:
+            raise UsageError(
+                f"recipe.batch_size={recipe.batch_size} does not split over "
+                f"{info.world_size} processes"
+            )
+        run = _Run(spec, recipe, data_source, seed, Path(run_dir), dev, info, progress, workers)
+        return run.execute(on_eval, resume, checkpoint_every, stop_after)
+    finally:
+        dist_utils.teardown(info)
+
+
+class _Run:
+    """The state of one training run; ``execute`` is the loop."""
+
+    def __init__(
+        self,
+        spec: Any,
+        recipe: Recipe,
+        data_source: DataSource,
+        seed: int,
+        run_dir: Path,
+        device: torch.device,
+        info: dist_utils.DistInfo,
+        progress: bool,
+        workers: int,
+    ) -> None:
+        self.spec, self.recipe, self.source, self.seed = spec, recipe, data_source, seed
+        self.run_dir, self.device, self.info = run_dir, device, info
+        self.progress = progress and info.is_main
+        self.workers = workers
+        self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
+        self.amp = recipe.amp
+        self.iteration = 0
+        self.images = 0
+        self.seconds = 0.0
+        self.history: list[dict[str, float]] = []
+        self.evals: list[dict[str, float]] = []
+        self.window: list[float] = []
+        self.final_loss: float | None = None
+        self.resumed_from = 0
+
+    # ------------------------------------------------------------------ setup and state
+
+    def _build(self) -> None:
+        seed_everything(self.seed)
+        _deterministic(self.device)
+        self.model = build_model(self.spec).to(self.device)
+        if self.info.enabled and self.device.type == "cuda":
+            # batch statistics over all GPUs; gloo on CPU has no SyncBatchNorm kernels
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, self.recipe)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+
+    def _wrap(self) -> nn.Module:
+        if not self.info.enabled:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
+
+    def state(self, finished: bool, result: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "format": ckpt.FORMAT,
+            "version": ckpt.VERSION,
+            "spec_json": self.spec.to_json(),
+            "recipe_json": self.recipe.to_json(),
+            "spec_id": self.spec.spec_id,
+            "recipe_id": self.recipe.recipe_id,
+            "spec_string": self.spec.to_string(),
+            "recipe_name": self.recipe.name,
+            "data_id": self.source.data_id,
+            "seed": self.seed,
+            "world_size": self.info.world_size,
+            "iteration": self.iteration,
+            "images": self.images,
+            "seconds": self.seconds,
+            "history": self.history,
+            "evals": self.evals,
+            "window": self.window,
+            "final_loss": self.final_loss,
+            "finished": finished,
+            "result": result,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": ckpt.rng_state(),
+            "torch_version": str(torch.__version__),
+        }
+
+    def save(self, finished: bool = False, result: dict[str, Any] | None = None) -> None:
+        if self.info.is_main:
+            ckpt.save_atomic(self.state(finished, result), self.ckpt_path)
+        dist_utils.barrier(self.info)
+
+    def _load(self) -> dict[str, Any] | None:
+        data = ckpt.load(self.ckpt_path, map_location="cpu")
+        ckpt.check_compatible(
+            data,
+            self.ckpt_path,
+            self.spec.spec_id,
+            self.recipe.recipe_id,
+            self.seed,
+            self.source.data_id,
+        )
+        if data.get("finished"):
+            return data
+        self.model.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        if self.scaler.is_enabled() and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
+        ckpt.set_rng_state(data["rng"])
+        self.iteration = self.resumed_from = int(data["iteration"])
+        self.images = int(data["images"])
+        self.seconds = float(data["seconds"])
+        self.history = list(data["history"])
+        self.evals = list(data["evals"])
+        self.window = list(data["window"])
+        self.final_loss = data["final_loss"]
+        return None
+
+    # ---------------------------------------------------------------------------- loop
+
+    def _bar(self, total: int | None) -> Any:
+        if not self.progress:
+            return None
+        initial = self.seconds if total is None else self.iteration
+        return _bar_for(total, self.recipe, initial)
+
+    def _progress_fraction(self) -> float:
+        """How much of the budget is spent, in its own unit (drives the poly decay)."""
+        kind, budget = self.recipe.budget_kind, self.recipe.budget
+        if kind == "iterations":
+            return self.iteration / budget
+        if kind == "images":
+            return self.images / budget
+        return self.seconds / budget
+
+    def _done(self, total: int | None) -> bool:
+        if total is not None:
+            return self.iteration >= total
+        return self.seconds >= self.recipe.budget
+
+    def execute(
+        self,
+        on_eval: OnEval | None,
+        resume: bool,
+        checkpoint_every: int,
+        stop_after: int | None,
+    ) -> TrainResult:
+        if self.info.is_main:
+            self.source.prepare(progress=self.progress)  # once, before other ranks read it
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:  # start over: a later resume must not find the old run's files
+                self.ckpt_path.unlink(missing_ok=True)
+                (self.run_dir / RESULT_NAME).unlink(missing_ok=True)
+        dist_utils.barrier(self.info)
+        self._build()
+        if resume and self.ckpt_path.exists():
+            finished = self._load()
+            if finished is not None and finished.get("result"):
+                known = TrainResult.__dataclass_fields__
+                return TrainResult(**{k: v for k, v in finished["result"].items() if k in known})
+        dataset = self.source.dataset("train")
+        if len(dataset) == 0:
+            raise DataError(f"no training images in {self.source.label} at {self.source.path}")
+        total = iterations_for(self.recipe)
+        net = self._wrap()
+        net.train()
+        loader = make_train_loader(
+            dataset,
+            self.recipe,
+            self.seed,
+            start=self.iteration,
+            stop=total,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        bar = self._bar(total)
+        status, reason = "ok", None
+        try:
+            step_start = time.perf_counter()
+            for images, labels in loader:
+                if self._done(total):
+                    break
+                loss_value, lr = self._step(net, images, labels)
+                if not math.isfinite(loss_value):
+                    status = "failed"
+                    reason = f"loss is {loss_value} at iteration {self.iteration + 1}"
+                    break
+                now = time.perf_counter()
+                self.seconds += now - step_start
+                self.iteration += 1
+                self.images += self.recipe.batch_size
+                self._record(loss_value, lr, bar, now - step_start)
+                if total is None and self._time_is_up():
+                    break
+                if self.recipe.eval_every and self.iteration % self.recipe.eval_every == 0:
+                    self._evaluate(on_eval)
+                if self._done(total):
+                    break
+                if stop_after is not None and self.iteration >= stop_after:
+                    self.save()
+                    status, reason = "paused", f"stop_after={stop_after} reached"
+                    break
+                if checkpoint_every and self.iteration % checkpoint_every == 0:
+                    self.save()
+                step_start = time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._finish(status, reason)
+
+    def _step(
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[float, float]:
+        lr = lr_at(self.recipe, self.iteration, self._progress_fraction())
+        set_lr(self.optimizer, lr)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            outputs = net(images)
+        loss = segmentation_loss(
+            outputs,
+            labels,
+            self.recipe.loss,
+            self.recipe.booster_weight,
+            self.recipe.ohem_thresh,
+            self.recipe.ohem_min_kept_frac,
+        )
+        # the mean over ranks, so that every rank stops together on a non-finite loss
+        value = float(dist_utils.all_mean(self.info, loss.detach().double().reshape(1))[0])
+        if not math.isfinite(value):
+            return value, lr  # stop before the step: the last checkpoint stays clean
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return value, lr
+
+    def _time_is_up(self) -> bool:
+        """Any rank out of time stops every rank (their clocks differ slightly)."""
+        up = torch.tensor([float(self.seconds >= self.recipe.budget)], dtype=torch.float64)
+        return float(dist_utils.all_mean(self.info, up)[0]) > 0
+
+    def _record(self, loss: float, lr: float, bar: Any, step_s: float) -> None:
+        self.window.append(loss)
+        if len(self.window) > LOG_EVERY:
+            self.window.pop(0)
+        self.final_loss = sum(self.window) / len(self.window)
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        if self.iteration % LOG_EVERY == 0:
+            self.history.append(
+                {
+                    "iteration": self.iteration,
+                    "loss": self.final_loss,
+                    "lr": lr,
+                    "images_per_s": rate,
+                }
+            )
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)
+            if self.recipe.budget_kind == "seconds":
+                bar.update(max(0.0, min(step_s, bar.total - bar.n)))  # the last step overshoots
+            else:
+                bar.update(1)
+
+    def _evaluate(self, on_eval: OnEval | None) -> None:
+        """Rank 0 evaluates and calls ``on_eval``; every rank learns whether to go on."""
+        error: BaseException | None = None
+        if self.info.is_main:
+            result = evaluate(
+                self.model,
+                self.source,
+                "val",
+                input_hw=self.recipe.eval_hw,
+                device=self.device,
+                amp=self.amp,
+                channels_last=self.recipe.channels_last,
+            )
+            self.evals.append({"iteration": self.iteration, "miou": result.miou})
+            if on_eval is not None:
+                try:
+                    on_eval(self.iteration, result.miou)
+                except BaseException as exc:  # re-raised below, after telling the other ranks
+                    error = exc
+        stop = dist_utils.broadcast_object(self.info, error is not None)
+        if error is not None:
+            raise error
+        if stop:
+            raise RuntimeError("stopped by on_eval on rank 0")
+
+    def _finish(self, status: str, reason: str | None) -> TrainResult:
+        digest = params_digest(self.model)
+        digests = dist_utils.all_gather_object(self.info, digest)
+        if status == "ok" and len(set(digests)) != 1:
+            raise RuntimeError(f"DDP ranks hold different weights: {digests}")
+        result = TrainResult(
+            status=status,
+            reason=reason,
+            iterations=self.iteration,
+            images=self.images,
+            seconds=self.seconds,
+            images_per_s=self.images / self.seconds if self.seconds > 0 else 0.0,
+            final_loss=self.final_loss,
+            history=self.history,
+            evals=self.evals,
+            checkpoint=str(self.ckpt_path) if status != "failed" else None,
+            spec_id=self.spec.spec_id,
+            recipe_id=self.recipe.recipe_id,
+            data_id=self.source.data_id,
+            seed=self.seed,
+            device=str(self.device),
+            world_size=self.info.world_size,
+            resumed_from=self.resumed_from,
+            params_sha1=digest,
+        )
+        if status == "ok":
+            self.save(finished=True, result=result.to_dict())
+        if self.info.is_main:
+            write_json(self.run_dir / RESULT_NAME, result.to_dict())  # NaN loss -> null
+        return result
+
+
+def _bar_for(total: int | None, recipe: Recipe, initial: float) -> Any:
+    from tqdm import tqdm
+
+    if total is None:
+        return tqdm(
+            total=float(recipe.budget),
+            initial=initial,
+            unit="s",
+            desc="train",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+        )
+    return tqdm(total=total, initial=int(initial), unit="it", desc="train", dynamic_ncols=True)
