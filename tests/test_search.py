@@ -375,3 +375,45 @@ def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
     }
     for stem in ("pareto", "hypervolume", "importances"):
         assert any(stem in name and name.endswith(".png") for name in written), written
+
+
+def test_enqueued_points_run_first_and_bad_points_are_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "points.json"
+    good.write_text('[{"width_mult": 0.5, "depth_mult": 1.0}, {"width_mult": 1, "depth_mult": 2}]')
+    out = search("--space", "multipliers", "--study", "q", "--trials", "2",
+                 "--objectives", "gmacs,params", "--results-dir", str(tmp_path / "r"),
+                 "--latency-hw", "64", "64", "--enqueue", str(good))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cfg = SearchConfig(space="multipliers", study="q", trials=2, objectives=("gmacs", "params"),
+                       results_dir=str(tmp_path / "r"))  # fmt: skip
+    study = open_study(cfg, create=False)
+    assert [t.params for t in study.trials] == [
+        {"width_mult": 0.5, "depth_mult": 1.0},
+        {"width_mult": 1.0, "depth_mult": 2.0},
+    ]
+    cases = {
+        '{"width_mult": 0.5, "depth_mult": 1.0, "colour": 1}': "knob 'colour': not in space",
+        '[{"width_mult": 0.5}]': "point 0: knob 'depth_mult': missing",
+        '{"width_mult": 0.3, "depth_mult": 1.0}': "knob 'width_mult'=0.3: expected one of",
+        "{not json": "malformed JSON",
+    }
+    for text, message in cases.items():
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        res = search("--space", "multipliers", "--study", "b", "--results-dir",
+                     str(tmp_path / "b"), "--enqueue", str(bad))  # fmt: skip
+        assert res.returncode == 2, (text, res.stderr)
+        assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+        assert not (tmp_path / "b").exists()  # refused before any study is made
+    ge_only = dict(get_space("v2-full").cheapest_params(), block="ib", ge_gather_kernel=3)
+    bad.write_text(__import__("json").dumps(ge_only))
+    res = search("--space", "v2-full", "--study", "c", "--results-dir", str(tmp_path / "c"),
+                 "--enqueue", str(bad))  # fmt: skip
+    assert res.returncode == 2 and "'ge_gather_kernel'=3: does not apply here" in res.stderr
+
+
+def test_grid_sampler_refuses_a_conditional_space(tmp_path: Path) -> None:
+    res = search("--space", "v2-full", "--study", "g", "--sampler", "grid",
+                 "--results-dir", str(tmp_path))  # fmt: skip
+    assert res.returncode == 2
+    assert "space 'v2-full' is conditional" in res.stderr and res.stderr.count("\n") == 1

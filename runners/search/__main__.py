@@ -12,17 +12,19 @@ shared by workers on many machines. The package: ``config`` (what to do), ``stud
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from runners.cli import ArgumentParser, check_output_dir, run_cli
 from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
 from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
 from runners.search.study import finished_trials, rejected_trials
 from runners.search.workers import run_search
-from searchspace.errors import UsageError
-from searchspace.optuna_spaces import SPACES
+from searchspace.errors import SpecError, UsageError, one_line
+from searchspace.optuna_spaces import SPACES, get_space
 
 # --- command line ----------------------------------------------------------------------
 
@@ -53,6 +55,11 @@ def parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--export-best", type=Path, default=None, help="write the front's specs here")
     p.add_argument("--plots", type=Path, default=None, help="write study plots here")
+    p.add_argument(
+        "--enqueue", type=Path, default=None, metavar="FILE",
+        help="JSON file of points to try first: one {knob: value} object or a list of them "
+        "(knobs that do not apply to a point are left out)",
+    )  # fmt: skip
     p.add_argument("--progress", action="store_true", help="show training progress bars")
     p.add_argument(
         "--grace-s", type=int, default=60,
@@ -60,6 +67,28 @@ def parser() -> ArgumentParser:
         "retried (default 60)",
     )  # fmt: skip
     return p
+
+
+def read_points(path: Path, space_name: str) -> list[dict[str, Any]]:
+    """The points of a ``--enqueue`` file, each checked against the space before any
+    study is touched (a knob the space lacks, or one given where it does not apply, is
+    one line naming it)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--enqueue {path}: cannot be read ({one_line(exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--enqueue {path}: malformed JSON ({exc.msg})") from None
+    items = data if isinstance(data, list) else [data]
+    space = get_space(space_name)
+    points = []
+    for i, item in enumerate(items):
+        try:
+            points.append(space.check_params(item))
+        except SpecError as exc:
+            where = f" point {i}" if isinstance(data, list) else ""
+            raise UsageError(f"--enqueue {path}{where}: {exc}") from None
+    return points
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,11 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parse_recipe(cfg.recipe)
     parse_data_arg(cfg.data)
+    points = read_points(args.enqueue, cfg.space) if args.enqueue else []
     for option, folder in (("--export-best", args.export_best), ("--plots", args.plots)):
         if folder is not None:
             check_output_dir(folder, option)
     t0 = time.perf_counter()
-    study = run_search(cfg)
+    study = run_search(cfg, enqueue=points)
     frame = trials_frame(study)
     print(
         f"study {cfg.study}: {finished_trials(study)} finished trials, "

@@ -61,6 +61,11 @@ class SearchConfig:
             raise UsageError(f"--objectives {','.join(self.objectives)}: listed twice")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")
+        if self.sampler == "grid" and get_space(self.space).conditional:
+            raise UsageError(
+                f"--sampler grid: space {self.space!r} is conditional (a knob is asked only "
+                "where it applies), which Optuna's grid sampler cannot walk; use tpe or random"
+            )
         if self.pruner not in PRUNERS:
             raise UsageError(f"unknown pruner {self.pruner!r} (known: {', '.join(PRUNERS)})")
         if self.pruner != "none" and len(self.objectives) != 1:

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -88,11 +89,16 @@ def split_trials(total: int, workers: int) -> list[int]:
     ]
 
 
-def run_search(cfg: SearchConfig) -> Any:
-    """Bring the study to ``cfg.trials`` finished trials; returns the study."""
+def run_search(cfg: SearchConfig, enqueue: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """Bring the study to ``cfg.trials`` finished trials; returns the study.
+
+    ``enqueue``: checked points of the space to try before the sampler's own (a point
+    the study already has is not queued twice)."""
     cfg.check()
     precheck_constraints(cfg)
     study = open_study(cfg)
+    for params in enqueue:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
     remaining = cfg.trials - finished_trials(study)
     if remaining <= 0:
         return study
