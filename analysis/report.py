@@ -198,10 +198,17 @@ def write_report(
 ) -> Path:
     """Load the records of ``results_dir`` and write the report to ``out``; returns ``out``."""
     results_dir, out = Path(results_dir), Path(out)
+    recipe = as_recipe(recipe)  # a bad recipe text is the first thing reported
     if not records_root(results_dir).is_dir():
         raise StoreError(f"results folder {results_dir} not found")
     records = load_records(results_dir)
     if records.empty:
+        problems = records.attrs.get("problems", [])
+        if problems:
+            raise StoreError(
+                f"no usable records in {results_dir}: {len(problems)} corrupt "
+                f"(first: {problems[0]})"
+            )
         raise StoreError(f"no records in {results_dir}")
     try:  # before any figure is drawn: a bad --out fails first, in one line
         out.parent.mkdir(parents=True, exist_ok=True)

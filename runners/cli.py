@@ -22,9 +22,21 @@ def check_output_path(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
-def check_output_dir(path: str | os.PathLike, option: str) -> Path:
-    """Make the output folder now, so that a bad path fails before hours of work."""
+def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) -> Path:
+    """Fail now if the output folder could not be made, so a bad path fails before hours
+    of work; make it unless ``create`` is False (check several first, then make them)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is a file, not a folder")
+    if not create:
+        ancestor = path
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UsageError(f"{option} {path}: cannot create the folder ({ancestor} is a file)")
+        if not os.access(ancestor, os.W_OK):
+            raise UsageError(f"{option} {path}: folder {ancestor} is not writable")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -206,12 +206,14 @@ def read_record(path: Path | str) -> dict[str, Any]:
 def iter_records(
     results_dir: Path | str, problems: list[str] | None = None
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Valid records of a folder; each corrupt file is logged, appended to ``problems``, skipped."""
+    """Valid records of a folder; each corrupt file is skipped and appended to ``problems``
+    (the caller reports them), or logged when no ``problems`` list is given."""
     for path in record_paths(results_dir):
         try:
             yield path, read_record(path)
         except StoreError as exc:
             message = f"{exc}; skipped"
-            log.warning(message)
-            if problems is not None:
+            if problems is None:
+                log.warning(message)
+            else:
                 problems.append(message)

@@ -243,7 +243,9 @@ def _input_hw(wh: str | None, default: tuple[int, int]) -> tuple[int, int]:
 @cache
 def _paper_numbers(csv_path: Traversable = V2_CSV) -> dict[tuple[str, str], dict[str, str]]:
     if not csv_path.is_file():
-        raise SpecError(f"{csv_path}: the paper's numbers are missing (package data searchspace/paper)")
+        raise SpecError(
+            f"{csv_path}: the paper's numbers are missing (package data searchspace/paper)"
+        )
     with csv_path.open("r", newline="", encoding="utf-8") as fh:
         return {(r["table"], r["row"]): r for r in csv.DictReader(fh)}
 

@@ -51,7 +51,14 @@ def run_ablation(
     say = on_progress or (lambda _msg: None)
     t0 = time.perf_counter()
     todo = [r for r in runs if store.needs_run(r.key, force=force)]
-    say(f"{len(runs)} runs planned: {len(runs) - len(todo)} already stored, {len(todo)} to do")
+    corrupt = [] if force else [r for r in runs if store.state(r.key) == "corrupt"]
+    stored = len(runs) - len(todo) - len(corrupt)
+    bad = (
+        f", {len(corrupt)} with a corrupt record (skipped; --force moves it aside and re-runs)"
+        if corrupt
+        else ""
+    )
+    say(f"{len(runs)} runs planned: {stored} already stored{bad}, {len(todo)} to do")
     if todo:
         data.prepare(progress=progress)
     by_key = {r.key: r for r in runs}

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli import ArgumentParser, run_cli
+from runners.cli import ArgumentParser, check_output_dir, check_output_path, run_cli
 
 
 def hw_type(text: str) -> tuple[int, int]:
@@ -83,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gt_dir is not None and args.pred_dir is None:
         parser.error("--gt-dir goes with --pred-dir")
 
+    if args.json is not None:
+        check_output_path(args.json, "--json")
+    if args.save_predictions is not None:
+        check_output_dir(args.save_predictions, "--save-predictions")
+
     from runners.data.datasets import parse_data_arg
     from searchspace.atomic import write_json
 
@@ -94,13 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.baseline is not None:
         from runners.evaluate.baseline import majority_class_baseline
 
-        source = parse_data_arg(args.data)
+        source = parse_data_arg(args.data, check=("train", args.split))
         result = majority_class_baseline(source, args.split, max_images=args.max_images)
         what = f"majority-class baseline on {source.label}, split {args.split}"
     else:
         from runners.evaluate.checkpoint import evaluate_checkpoint
 
-        source = parse_data_arg(args.data)
+        source = parse_data_arg(args.data, check=(args.split,))
         result = evaluate_checkpoint(
             args.checkpoint,
             source,

@@ -111,12 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runners.data.datasets import parse_data_arg
     from searchspace.recipes import parse_recipe
 
+    cfg.check()
     parse_recipe(cfg.recipe)
     parse_data_arg(cfg.data)
     points = read_points(args.enqueue, cfg.space) if args.enqueue else []
-    for option, folder in (("--export-best", args.export_best), ("--plots", args.plots)):
-        if folder is not None:
-            check_output_dir(folder, option)
+    outputs = [
+        (option, folder)
+        for option, folder in (
+            ("--results-dir", Path(cfg.results_dir)),
+            ("--export-best", args.export_best),
+            ("--plots", args.plots),
+        )
+        if folder is not None
+    ]
+    for create in (False, True):  # all checked before any is made
+        for option, folder in outputs:
+            check_output_dir(folder, option, create=create)
     t0 = time.perf_counter()
     study = run_search(cfg, enqueue=points)
     frame = trials_frame(study)

@@ -103,6 +103,14 @@ class Store:
             return None
         return read_record(path)
 
+    def state(self, key: RecordKey) -> str:
+        """ "absent", "ok", "failed" or "corrupt" (a file that is not a valid record)."""
+        try:
+            record = self.get(key)
+        except StoreError:
+            return "corrupt"
+        return "absent" if record is None else record["status"]
+
     def exists(self, key: RecordKey) -> bool:
         """A valid record (ok or failed) exists; a corrupt file is reported and counts as no."""
         try:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli import ArgumentParser, run_cli
+from runners.cli import ArgumentParser, check_output_dir, run_cli
 from runners.data.datasets import parse_data_arg
 from searchspace.presets import parse_spec
 from searchspace.recipes import Recipe, parse_recipe
@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = parse_spec(args.spec)
     recipe = recipe_with_budget(parse_recipe(args.recipe), args)
     source = parse_data_arg(args.data)
+    check_output_dir(args.out, "--out")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     is_main = int(os.environ.get("RANK", "0")) == 0
 
