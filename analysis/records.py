@@ -32,6 +32,7 @@ COLUMNS = (
     "recipe_name",
     "dataset_label",
     "is_builtin",
+    "dataset_kind",
     "num_classes",
     "miou",
     "pixel_acc",
@@ -123,6 +124,7 @@ def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) ->
         "recipe_name": record.get("recipe_name"),
         "dataset_label": dataset.get("label"),
         "is_builtin": dataset.get("is_builtin"),
+        "dataset_kind": dataset.get("kind"),  # absent in records before it was stored
         "num_classes": dataset.get("num_classes"),
         "miou": metrics.get("miou"),
         "pixel_acc": metrics.get("pixel_acc"),

@@ -91,15 +91,19 @@ def pick_dataset(records: pd.DataFrame, recipe_ids: set[str] | None = None) -> s
     return ids[0] if ids else None
 
 
-def _dataset_meta(records: pd.DataFrame, dataset_id: str | None) -> tuple[str, bool]:
+def _dataset_meta(records: pd.DataFrame, dataset_id: str | None) -> tuple[str, bool, bool]:
+    """(label, built-in?, comparable with the paper's Cityscapes numbers?)."""
     if dataset_id is None:
-        return "no data", False
+        return "no data", False, False
     sel = records[records["dataset_id"] == dataset_id]
     labels = sel["dataset_label"].dropna()
     builtin = sel["is_builtin"].dropna()
+    kinds = sel["dataset_kind"].dropna()
     label = str(labels.iloc[0]) if len(labels) else dataset_id
     is_builtin = bool(builtin.iloc[0]) if len(builtin) else is_builtin_dataset(dataset_id)
-    return label, is_builtin
+    # records written before the kind was stored: any dataset but the built-in one counted
+    comparable = str(kinds.iloc[0]) == "cityscapes" if len(kinds) else not is_builtin
+    return label, is_builtin, comparable
 
 
 def _first(series: pd.Series) -> Any:
@@ -142,7 +146,7 @@ def build_table(
     recipe_ids = row_recipe_ids(paper.rows, base)
     if dataset_id is None:
         dataset_id = pick_dataset(records, recipe_ids)
-    label, builtin = _dataset_meta(records, dataset_id)
+    label, builtin, comparable = _dataset_meta(records, dataset_id)
     sel = records[(records["dataset_id"] == dataset_id) & records["recipe_id"].isin(recipe_ids)]
     num_classes = dataset_classes(records, dataset_id)
 
@@ -193,7 +197,7 @@ def build_table(
         )
         if out["gmacs"] is not None and row.paper_gmacs:
             out["gmacs_delta_pct"] = 100.0 * (out["gmacs"] - row.paper_gmacs) / row.paper_gmacs
-        if out["miou_pct"] is not None and row.paper_miou is not None and not builtin:
+        if out["miou_pct"] is not None and row.paper_miou is not None and comparable:
             out["miou_delta_pts"] = out["miou_pct"] - row.paper_miou
         reason = _first(failed["reason"])
         if mine.empty:
@@ -222,7 +226,7 @@ def build_table(
         dataset_label=label,
         is_builtin=builtin,
         input_hw=paper.rows[0].input_hw,
-        comparable=not builtin and dataset_id is not None,
+        comparable=comparable,
         latency_setups=_latency_setups(pd.concat(matched)) if matched else [],
         n_records=int(sum(len(m) for m in matched)),
     )
@@ -240,6 +244,11 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
             f"DATA: {a['dataset_label']} [{a['dataset_id']}] is the toolkit's built-in "
             "synthetic dataset, NOT Cityscapes. Measured mIoU is NOT comparable with the "
             "paper's; compare rows with each other only (the delta column is left blank)."
+        )
+    elif a.get("dataset_id") is not None and not a.get("comparable"):
+        notes.append(
+            f"Data: {a['dataset_label']} ({a['dataset_id']}) is not Cityscapes: measured mIoU "
+            "is not comparable with the paper's (the delta column is left blank)."
         )
     elif a.get("dataset_id") is not None:
         notes.append(f"Data: {a['dataset_label']} ({a['dataset_id']}).")

@@ -209,3 +209,6 @@ def test_a_five_class_folder_dataset_trains_and_fills_the_table(
     assert got["Status"] == "ok", row
     assert float(got["mIoU measured"]) == pytest.approx(100 * frame["miou"].iloc[0], abs=0.01)
     assert got["n"] == "1" and "nc=5" in got["Spec"]  # sized for the data
+    # a folder dataset is not Cityscapes: no delta against the paper's mIoU, and a note
+    assert got["Δ mIoU"] == "" and list(frame["dataset_kind"]) == ["folder"]
+    assert "is not Cityscapes: measured mIoU is not comparable" in out.stdout

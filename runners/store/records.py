@@ -37,6 +37,7 @@ def dataset_section(dataset: Any) -> dict[str, Any]:
         "id": dataset.data_id,
         "label": dataset.label,
         "is_builtin": bool(dataset.is_builtin),
+        "kind": dataset.kind,  # synth, cityscapes or folder: only cityscapes meets the paper
         "num_classes": int(dataset.num_classes),
         "class_names": list(dataset.class_names),
     }
