@@ -30,7 +30,12 @@ def main() -> int:
     ap.add_argument("--table", default="3a")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
-    env = {**os.environ, "BISENET_DATA": str(work / "data")}
+    # a fresh cache too: the data-check verdicts live there, "from nothing" includes them
+    env = {
+        **os.environ,
+        "BISENET_DATA": str(work / "data"),
+        "BISENET_LAB_CACHE": str(work / "cache"),
+    }
     cmd = [sys.executable, "-m", "runners.ablate", "--table", args.table,
            "--results-dir", str(work / "results"), "--no-progress"]  # fmt: skip
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
