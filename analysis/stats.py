@@ -1,0 +1,224 @@
+"""Comparisons a reviewer can cite: a difference with its 95% interval, a verdict only when
+the interval excludes zero, and the seeds per row that would settle an open question.
+
+Method, and why:
+
+- The unit of replication is a training run (a seed). mIoU values of one row are treated
+  as draws from a normal distribution; with 2-10 seeds nothing better is testable, and
+  mIoU over many pixels is close to normal run to run.
+- Both rows with >= 2 seeds: Welch's t interval for the difference of means
+  (``scipy.stats.t``, Welch-Satterthwaite degrees of freedom). It does not assume equal
+  spreads, and with equal seed counts it is slightly conservative, so the false-verdict
+  rate stays at or under 5% for every seed count.
+- One row with a single seed: its spread cannot be estimated from itself, so the other
+  row's (or ``spread``, a pooled estimate with its degrees of freedom) stands for both
+  (a pooled t interval). Both rows with one seed and no ``spread``: no interval can be
+  computed: the verdict is inconclusive and the interval unbounded. A single run never
+  decides a comparison on its own.
+- ``spread`` with ``df=None`` is a *known* spread (a normal interval): that is how the
+  paper's own single-run numbers are compared, with an assumed run-to-run spread that
+  the report states as an assumption.
+- ``seeds_needed``: the seeds per row for which a two-sided t test at the same level has
+  80% power against a true difference of the observed size at the observed spread
+  (noncentral t, ``scipy.stats.nct``); None when the spread is unknown or the difference
+  is 0, and capped at ``MAX_SEEDS``.
+- "No worse" claims are equivalence questions, not the absence of a difference:
+  ``no_worse(a, b, margin)`` is supported when the 90% interval's lower end lies above
+  ``-margin`` (a one-sided test at 5%: a is not worse than b by more than the margin),
+  contradicted when its upper end lies below ``-margin``, inconclusive otherwise.
+
+Pure numpy/scipy, no torch. ``diff_intervals`` is the vectorised core (many comparisons
+at once, as the calibration tests and benchmarks/verdicts_bench.py use it); ``compare``
+and ``no_worse`` call it for one pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from searchspace.errors import ToolkitError
+
+ALPHA = 0.05
+POWER = 0.80
+MAX_SEEDS = 100
+
+Verdict = Literal["a_better", "b_better", "inconclusive"]
+EquivalenceVerdict = Literal["no_worse", "worse", "inconclusive"]
+
+
+class StatsError(ToolkitError, ValueError):
+    """Values that cannot be compared (empty, not finite, not mIoU in points)."""
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A run-to-run standard deviation in points; ``df`` None: taken as known."""
+
+    sd: float
+    df: float | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sd) and self.sd > 0):
+            raise StatsError(f"spread sd={self.sd!r}: must be a positive number of points")
+        if self.df is not None and not self.df >= 1:
+            raise StatsError(f"spread df={self.df!r}: must be >= 1 (or None when known)")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """a minus b, in mIoU points."""
+
+    diff: float
+    ci: tuple[float, float]  # 95% (90% for no_worse); (-inf, inf) when it cannot be had
+    verdict: str  # Verdict or EquivalenceVerdict
+    seeds_needed: int | None
+    n_a: int
+    n_b: int
+    sd: float | None  # the spread the interval used
+    df: float | None  # its degrees of freedom (None: known spread, or no interval)
+    method: str
+    margin: float | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict != "inconclusive"
+
+
+def _values(values: Sequence[float], name: str) -> np.ndarray:
+    arr = np.asarray(list(values), dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise StatsError(f"{name}: needs at least one mIoU value")
+    if not np.isfinite(arr).all():
+        raise StatsError(f"{name}: {arr.tolist()} holds a value that is not a finite number")
+    if ((arr < 0) | (arr > 100)).any():
+        raise StatsError(f"{name}: {arr.tolist()} holds a value outside [0, 100] (mIoU points)")
+    return arr
+
+
+def diff_intervals(
+    a: np.ndarray, b: np.ndarray, level: float = 1 - ALPHA, spread: Spread | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(diff, lower, upper, sd, df) for each row of ``a`` (k, n_a) against ``b`` (k, n_b).
+
+    The interval is two-sided at ``level``; lower/upper are -inf/inf where no interval
+    can be computed; df is inf for a known spread and nan where there is none.
+    """
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    na, nb = a.shape[1], b.shape[1]
+    diff = a.mean(1) - b.mean(1)
+    k = diff.shape[0]
+    q = 0.5 + level / 2
+    if na >= 2 and nb >= 2:
+        va, vb = a.var(1, ddof=1), b.var(1, ddof=1)
+        se2 = va / na + vb / nb
+        df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+        df = np.where(se2 > 0, df, na + nb - 2)
+        sd = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
+        half = stats.t.ppf(q, df) * np.sqrt(se2)
+        return diff, diff - half, diff + half, sd, df
+    if spread is None and max(na, nb) >= 2:
+        other = a if na >= 2 else b
+        sd = other.std(1, ddof=1)
+        df = np.full(k, float(other.shape[1] - 1))
+    elif spread is not None:
+        sd = np.full(k, spread.sd)
+        df = np.full(k, math.inf if spread.df is None else float(spread.df))
+    else:
+        inf = np.full(k, math.inf)
+        return diff, -inf, inf, np.full(k, math.nan), np.full(k, math.nan)
+    crit = np.where(np.isinf(df), stats.norm.ppf(q), stats.t.ppf(q, np.where(np.isinf(df), 1, df)))
+    half = crit * sd * math.sqrt(1 / na + 1 / nb)
+    return diff, diff - half, diff + half, sd, df
+
+
+def seeds_needed(
+    diff: float, sd: float | None, alpha: float = ALPHA, power: float = POWER
+) -> int | None:
+    """Seeds per row for a two-sided t test at ``alpha`` to reach ``power`` against
+    ``diff`` at spread ``sd``; None if it cannot be estimated, ``MAX_SEEDS`` + 1 if more."""
+    if sd is None or not math.isfinite(sd) or sd <= 0 or diff == 0 or not math.isfinite(diff):
+        return None
+    for n in range(2, MAX_SEEDS + 1):
+        df = 2 * n - 2
+        ncp = abs(diff) / (sd * math.sqrt(2 / n))
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        if stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp) >= power:
+            return n
+    return MAX_SEEDS + 1
+
+
+def _one(x: np.ndarray) -> float | None:
+    v = float(x[0])
+    return v if math.isfinite(v) else None
+
+
+def compare(
+    a: Sequence[float], b: Sequence[float], *, spread: Spread | None = None, alpha: float = ALPHA
+) -> Comparison:
+    """Is row a's mIoU higher than row b's? Per-seed values in points, any lengths >= 1."""
+    va, vb = _values(a, "a"), _values(b, "b")
+    diff, lo, hi, sd, df = diff_intervals(va, vb, 1 - alpha, spread)
+    low, high = float(lo[0]), float(hi[0])
+    verdict: Verdict = "a_better" if low > 0 else "b_better" if high < 0 else "inconclusive"
+    return Comparison(
+        diff=float(diff[0]),
+        ci=(low, high),
+        verdict=verdict,
+        seeds_needed=seeds_needed(float(diff[0]), _one(sd), alpha),
+        n_a=va.size,
+        n_b=vb.size,
+        sd=_one(sd),
+        df=_one(df),
+        method=_method(va.size, vb.size, spread),
+    )
+
+
+def no_worse(
+    a: Sequence[float],
+    b: Sequence[float],
+    margin: float,
+    *,
+    spread: Spread | None = None,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Is row a no worse than row b by more than ``margin`` points? (an equivalence test)"""
+    if not (math.isfinite(margin) and margin > 0):
+        raise StatsError(f"margin={margin!r}: must be a positive number of points")
+    va, vb = _values(a, "a"), _values(b, "b")
+    diff, lo, hi, sd, df = diff_intervals(va, vb, 1 - 2 * alpha, spread)
+    low, high = float(lo[0]), float(hi[0])
+    verdict: EquivalenceVerdict = (
+        "no_worse" if low > -margin else "worse" if high < -margin else "inconclusive"
+    )
+    d = float(diff[0])
+    return Comparison(
+        diff=d,
+        ci=(low, high),
+        verdict=verdict,
+        # a one-sided test at alpha against the margin: the same power formula at 2 alpha
+        seeds_needed=seeds_needed(d + margin, _one(sd), 2 * alpha) if d + margin > 0 else None,
+        n_a=va.size,
+        n_b=vb.size,
+        sd=_one(sd),
+        df=_one(df),
+        method=_method(va.size, vb.size, spread) + f"; equivalence margin {margin:g} points",
+        margin=margin,
+    )
+
+
+def _method(na: int, nb: int, spread: Spread | None) -> str:
+    if na >= 2 and nb >= 2:
+        return "Welch t interval"
+    if spread is None and max(na, nb) >= 2:
+        return "pooled t interval (spread of the row with several seeds)"
+    if spread is not None:
+        known = "known spread" if spread.df is None else f"pooled spread, {spread.df:g} df"
+        return f"{known} {spread.sd:g} points" + (f" ({spread.source})" if spread.source else "")
+    return "single runs with no spread: no interval"

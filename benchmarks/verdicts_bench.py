@@ -1,0 +1,69 @@
+"""How often analysis.stats.compare gives a verdict with no true difference, and its power.
+
+    .venv/bin/python benchmarks/verdicts_bench.py [--draws 20000] [--sd 0.5]
+
+For 1-10 seeds per row, draws two rows from one normal distribution (no difference) and
+counts the comparisons that are not inconclusive (must be <= 5%), then with a true
+difference of 1 and 1.5 points counts the correct verdicts (the power). Also prints the
+old rule of thumb (a difference beyond the larger seed std; 1 point for single runs) for
+comparison. The spread defaults to the smoke recipe's seed spread, about 0.5 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.stats import Spread, diff_intervals, seeds_needed
+
+
+def decided(a: np.ndarray, b: np.ndarray, spread: Spread | None = None) -> np.ndarray:
+    _, lo, hi, _, _ = diff_intervals(a, b, spread=spread)
+    return (lo > 0) | (hi < 0)
+
+
+def old_rule(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rule this replaced: |diff| beyond the larger seed std (1 point if single)."""
+    n = a.shape[1]
+    margin = np.maximum(a.std(1, ddof=1), b.std(1, ddof=1)) if n >= 2 else np.ones(len(a))
+    return np.abs(a.mean(1) - b.mean(1)) > margin
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--draws", type=int, default=20_000)
+    p.add_argument("--sd", type=float, default=0.5)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    sd, draws = args.sd, args.draws
+    print(f"{draws} draws per seed count, seed spread {sd} points, 95% intervals")
+    print()
+    print("seeds | false verdicts: compare | known spread | old rule | power: 1.0 pt | 1.5 pt")
+    print("------|-------------------------|--------------|----------|---------------|-------")
+    for n in range(1, 11):
+        a, b = rng.normal(60, sd, (draws, n)), rng.normal(60, sd, (draws, n))
+        false = decided(a, b).mean()
+        # a known spread only matters for single runs (from 2 seeds on, Welch is used)
+        known = f"{100 * decided(a, b, Spread(sd)).mean():11.2f}%" if n == 1 else f"{'-':>12}"
+        old = old_rule(a, b).mean()
+        powers = []
+        for delta in (1.0, 1.5):
+            x = rng.normal(60 + delta, sd, (draws, n))
+            _, lo, _, _, _ = diff_intervals(x, rng.normal(60, sd, (draws, n)))
+            powers.append((lo > 0).mean())
+        print(
+            f"{n:5d} | {100 * false:22.2f}% | {known} | {100 * old:7.1f}% "
+            f"| {100 * powers[0]:12.1f}% | {100 * powers[1]:5.1f}%"
+        )
+    print()
+    for delta in (0.5, 1.0, 1.5, 2.0):
+        print(f"seeds per row for 80% power against {delta} points: {seeds_needed(delta, sd)}")
+
+
+if __name__ == "__main__":
+    main()

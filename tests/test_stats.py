@@ -1,0 +1,129 @@
+"""analysis.stats: calibrated verdicts, checked by simulation (20,000 draws per seed count)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.stats import (
+    Spread,
+    StatsError,
+    compare,
+    diff_intervals,
+    no_worse,
+    seeds_needed,
+)
+
+DRAWS = 20_000
+SD = 0.5  # the smoke recipe's seed spread, in mIoU points
+# 3 standard errors of a 5% rate over 20,000 draws: a rate above this is not noise
+LIMIT = 0.05 + 3 * math.sqrt(0.05 * 0.95 / DRAWS)
+
+
+def _false_rate(na: int, nb: int, spread: Spread | None = None, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(60.0, SD, (DRAWS, na))
+    b = rng.normal(60.0, SD, (DRAWS, nb))
+    _, lo, hi, _, _ = diff_intervals(a, b, spread=spread)
+    return float(((lo > 0) | (hi < 0)).mean())
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_false_verdicts_at_most_5_percent_with_no_true_difference(n: int) -> None:
+    rate = _false_rate(n, n, seed=n)
+    assert rate <= LIMIT, f"n={n}: {rate:.4f}"
+    if n == 1:
+        assert rate == 0.0  # two single runs never decide anything
+    else:
+        assert rate > 0.02  # and the test is not trivially silent
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_single_runs_against_a_known_spread_and_uneven_counts(n: int) -> None:
+    assert _false_rate(n, n, Spread(SD), seed=100 + n) <= LIMIT
+    assert _false_rate(1, max(n, 2), seed=200 + n) <= LIMIT
+
+
+def test_power_on_a_known_difference_matches_seeds_needed() -> None:
+    true_diff = 1.0
+    n = seeds_needed(true_diff, SD)
+    assert n == 6  # 1 point at 0.5 spread (2 sd): 6 seeds per row for 80% power
+    rng = np.random.default_rng(7)
+
+    def power(k: int) -> float:
+        a = rng.normal(60.0 + true_diff, SD, (DRAWS, k))
+        b = rng.normal(60.0, SD, (DRAWS, k))
+        _, lo, _, _, _ = diff_intervals(a, b)
+        return float((lo > 0).mean())
+
+    # the pooled t test reaches 80% at n; Welch, a little conservative, sits near it
+    assert 0.72 <= power(n) <= 0.92
+    assert power(n - 2) < 0.7
+    assert power(10) > 0.95
+
+
+def test_compare_matches_scipy_welch_interval() -> None:
+    a, b = [70.1, 69.8, 70.3, 70.0], [69.0, 69.2, 68.9]
+    got = compare(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got.ci == pytest.approx((ref.low, ref.high))
+    assert got.diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert got.verdict == "a_better" and got.decided
+    assert compare(b, a).verdict == "b_better"
+
+
+def test_what_a_single_run_can_and_cannot_say() -> None:
+    both_single = compare([70.0], [68.0])
+    assert both_single.verdict == "inconclusive" and both_single.ci == (-math.inf, math.inf)
+    assert both_single.seeds_needed is None
+    # the paper's single runs against an assumed run-to-run spread of 1 point
+    paper = compare([69.67], [68.27], spread=Spread(1.0, source="assumed"))
+    assert paper.verdict == "inconclusive" and paper.seeds_needed is not None
+    assert compare([75.0], [68.27], spread=Spread(1.0)).verdict == "a_better"
+    one_vs_many = compare([70.0], [68.0, 68.2, 67.9, 68.1])
+    assert one_vs_many.verdict == "a_better" and one_vs_many.df == 3
+
+
+def test_no_worse_is_an_equivalence_test() -> None:
+    close = no_worse([69.6, 69.8, 69.5, 69.7], [69.7, 69.6, 69.9, 69.8], margin=1.0)
+    assert close.verdict == "no_worse" and close.margin == 1.0
+    far = no_worse([66.0, 66.2, 65.9], [69.7, 69.6, 69.9], margin=1.0)
+    assert far.verdict == "worse"
+    # too few seeds to show anything: absence of a difference is not "no worse"
+    noisy = no_worse([69.0, 71.0], [70.0, 68.5], margin=0.5)
+    assert noisy.verdict == "inconclusive"
+
+
+def test_no_worse_false_support_at_most_5_percent_at_the_margin() -> None:
+    """When a is worse by exactly the margin, "no worse" may be claimed at most 5% of the time."""
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 10):
+        a = rng.normal(59.0, SD, (DRAWS, n))
+        b = rng.normal(60.0, SD, (DRAWS, n))
+        _, lo, _, _, _ = diff_intervals(a, b, level=0.90)
+        assert float((lo > -1.0).mean()) <= LIMIT, n
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        ([], [1.0], "a: needs at least one mIoU value"),
+        ([50.0, float("nan")], [1.0], "not a finite number"),
+        ([50.0], [101.0], "outside [0, 100]"),
+        ([50.0], [-1.0], "outside [0, 100]"),
+    ],
+)
+def test_bad_values_are_one_clear_error(a: list[float], b: list[float], message: str) -> None:
+    with pytest.raises(StatsError) as err:
+        compare(a, b)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_margin_and_spread() -> None:
+    with pytest.raises(StatsError, match="margin"):
+        no_worse([1.0], [1.0], margin=0)
+    with pytest.raises(StatsError, match="spread sd"):
+        Spread(-1.0)
