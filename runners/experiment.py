@@ -30,6 +30,9 @@ from searchspace.records import RecordKey
 from searchspace.tables import PaperRow
 
 CHECKPOINTS = "checkpoints"  # under the results folder; never committed (see .gitignore)
+# Learning-curve points: val mIoU after a quarter and half of the budget (the whole budget
+# is the run's own evaluation). Outside the budget; the trained weights are unchanged.
+CURVE_AT = (0.25, 0.5)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def execute_run(
     try:
         result = train(
             run.spec, run.recipe, data, run.seed, run_dir, device=device, progress=progress,
-            workers=workers, on_eval=on_eval,
+            workers=workers, on_eval=on_eval, curve_at=CURVE_AT,
         )  # fmt: skip
     except (SpecError, UsageError):
         raise  # a mistake of the whole invocation: no point going on with other rows
@@ -185,7 +188,14 @@ def execute_run(
         per_class_iou=scores.per_class_iou,  # NaN (class absent) is stored as null
         eval_images=scores.n_images,
         eval_input_hw=list(run.recipe.eval_hw) if run.recipe.eval_hw else None,
+        # per val image and class: intersection and union pixel counts (exact subsets)
+        per_image=scores.per_image.to_dict() if scores.per_image else None,
     )
+    # val mIoU against training seen: the points during training, then the final one
+    train_part["curve"] = [
+        {"iteration": e["iteration"], "images": e.get("images"), "miou": e["miou"]}
+        for e in result.evals
+    ] + [{"iteration": result.iterations, "images": result.images, "miou": scores.miou}]
     timings["finished_at"] = utc_now()
     record = build_record(
         run.spec,

@@ -148,9 +148,27 @@ def json_data(value: Any, where: str = "value") -> Any:
     raise TypeError(f"{where}: {type(value).__name__} is not JSON data")
 
 
+_SCALAR = r'(?:-?\d[\d.eE+-]*|"(?:[^"\\\n]|\\.)*"|true|false|null)'
+# an indented array whose items are all scalars: one item per line
+_FLAT_ARRAY = re.compile(r"\[\n((?:[ ]*" + _SCALAR + r",?\n)+)[ ]*\]")
+
+
+def _inline_flat_arrays(text: str) -> str:
+    """``[1, 2, 3]`` on one line, not one number per line: per-image counts stay readable
+    and a record with 500 images' counts stays a few hundred kB."""
+
+    def join(match: re.Match[str]) -> str:
+        items = [line.strip().rstrip(",") for line in match.group(1).splitlines()]
+        return "[" + ", ".join(items) + "]"
+
+    return _FLAT_ARRAY.sub(join, text)
+
+
 def json_text(data: Any, *, indent: int | None = 2, sort_keys: bool = True) -> str:
-    """Strict JSON (NaN/inf as null, see ``json_data``) with a final newline."""
-    return json.dumps(json_data(data), indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
+    """Strict JSON (NaN/inf as null, see ``json_data``) with a final newline; indented,
+    except that arrays of plain values sit on one line."""
+    text = json.dumps(json_data(data), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    return (_inline_flat_arrays(text) if indent is not None else text) + "\n"
 
 
 def write_json(

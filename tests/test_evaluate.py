@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from blocks.builder import build_model
 from runners.data.datasets import DataSource
 from runners.data.labels import IGNORE_INDEX, LABEL_ID, NUM_CLASSES
 from runners.evaluate.__main__ import main as evaluate_main
@@ -27,6 +28,7 @@ from runners.evaluate.metrics import (
     pixel_accuracy,
 )
 from runners.evaluate.predict import evaluate, predict
+from searchspace.presets import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,3 +226,22 @@ def test_folder_scoring_reports_a_missing_prediction(tiny: DataSource, tmp_path:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "no prediction for" in lines[0] and victim.name[:20] in lines[0]
+
+
+def test_per_image_counts_add_up_to_the_split_scores(tiny: DataSource) -> None:
+    """Intersections and unions per image and class are exact: any subset's mIoU follows."""
+    torch.manual_seed(0)
+    model = build_model(parse_spec("bisenetv2:a=0.25,nc=19")).eval()
+    result = evaluate(model, tiny, "val", input_hw=(64, 128))
+    per = result.per_image
+    assert per is not None and len(per.ids) == result.n_images == 4
+    inter, union = np.array(per.intersection), np.array(per.union)
+    assert inter.dtype.kind == "i" and inter.shape == union.shape == (4, 19)
+    conf = result.confusion
+    assert np.array_equal(inter.sum(0), np.diag(conf))
+    assert np.array_equal(union.sum(0), conf.sum(0) + conf.sum(1) - np.diag(conf))
+    present = union.sum(0) > 0
+    assert result.miou == pytest.approx((inter.sum(0)[present] / union.sum(0)[present]).mean())
+    names = [p.name.removesuffix("_leftImg8bit.png") for p, _ in tiny.dataset("val").samples]
+    assert list(per.ids) == names  # file names without the suffix, in evaluation order
+    assert result.to_dict()["per_image"]["union"] == per.union

@@ -396,3 +396,13 @@ def test_results_folder_below_a_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is not writable") as err:
         Store(blocker / "results")
     assert "\n" not in str(err.value)
+
+
+def test_json_keeps_arrays_of_plain_values_on_one_line() -> None:
+    from searchspace.atomic import json_text
+
+    data = {"per_image": {"union": [[1, 2], [3, 4]], "ids": ["a, b", 'q"]']}, "x": [0.5, None]}
+    text = json_text(data)
+    assert json.loads(text) == data
+    assert '"x": [0.5, null]' in text and "[1, 2]," in text and '["a, b", "q\\"]"]' in text
+    assert text.count("\n") == 10  # objects and nested arrays still indented

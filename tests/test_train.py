@@ -23,7 +23,7 @@ from runners.train.data import KeyedAugmentedDataset, StreamBatchSampler, make_t
 from runners.train.loop import TrainResult, train
 from runners.train.losses import ohem_cross_entropy, segmentation_loss
 from runners.train.optim import lr_at, param_groups
-from searchspace.errors import CheckpointError, SpecError
+from searchspace.errors import CheckpointError, SpecError, UsageError
 from searchspace.presets import parse_spec
 from searchspace.recipes import RECIPES, Recipe, parse_recipe
 
@@ -336,3 +336,18 @@ def test_cuda_amp_channels_last_train_and_resume(tiny: DataSource, tmp_path: Pat
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-3, rtol=1e-3), key
     assert ckpt.load(tmp_path / "a" / ckpt.CHECKPOINT_NAME)["scaler"] is not None
+
+
+def test_learning_curve_points_leave_the_training_unchanged(
+    tiny: DataSource, tmp_path: Path
+) -> None:
+    spec, recipe = parse_spec(SPEC), tiny_recipe(budget=8)
+    plain = train(spec, recipe, tiny, 0, tmp_path / "a", progress=False)
+    curved = train(spec, recipe, tiny, 0, tmp_path / "b", progress=False, curve_at=(0.25, 0.5))
+    assert curved.params_sha1 == plain.params_sha1  # evaluating mid-way changes no weight
+    assert [e["iteration"] for e in curved.evals] == [2, 4]
+    assert [e["images"] for e in curved.evals] == [8, 16]
+    assert all(0.0 <= e["miou"] <= 1.0 for e in curved.evals)
+    assert plain.evals == []
+    with pytest.raises(UsageError, match=r"curve_at=\(0.5, 1.0\)"):
+        train(spec, recipe, tiny, 0, tmp_path / "c", progress=False, curve_at=(0.5, 1.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,35 @@ def confusion_matrix(
         raise ValueError(f"prediction outside [0, {num_classes}) on a labelled pixel")
     counts = torch.bincount(gt_t * num_classes + pred_t, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+def intersection_union(conf: torch.Tensor) -> torch.Tensor:
+    """(2, C): per class, the pixels both labelled and predicted as it (the intersection)
+    and those labelled or predicted as it (the union). Both add up over images, so the
+    mIoU of any subset of images is exact from them (per-image bootstraps need this)."""
+    inter = torch.diagonal(conf)
+    return torch.stack((inter, conf.sum(1) + conf.sum(0) - inter))
+
+
+def image_id(path: Path | str) -> str:
+    """A val image's id in records: its file name without the Cityscapes suffix."""
+    name = Path(path).name
+    for suffix in ("_leftImg8bit.png", ".png", ".jpg", ".jpeg"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """Per val image and class: intersection and union pixel counts (integers)."""
+
+    ids: tuple[str, ...]
+    intersection: list[list[int]]
+    union: list[list[int]]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ids": list(self.ids), "intersection": self.intersection, "union": self.union}
 
 
 def _as_array(conf: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -89,6 +119,7 @@ class EvalResult:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     seconds: float = 0.0
+    per_image: PerImage | None = field(default=None, repr=False)
 
     @classmethod
     def from_confusion(
@@ -126,6 +157,7 @@ class EvalResult:
             "scales": list(self.scales),
             "flip": self.flip,
             "seconds": self.seconds,
+            "per_image": self.per_image.to_dict() if self.per_image else None,
         }
 
     def summary(self) -> str:

@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from runners.data.datasets import DataSource
 from runners.data.labels import train_to_label
 from runners.env import cuda_available
-from runners.evaluate.metrics import EvalResult, confusion_matrix
+from runners.evaluate.metrics import (
+    EvalResult,
+    PerImage,
+    confusion_matrix,
+    image_id,
+    intersection_union,
+)
 from searchspace.atomic import replacing
 from searchspace.errors import DataError, UsageError
 
@@ -149,6 +155,7 @@ def evaluate(
     model.eval()
     conf = torch.zeros(data_source.num_classes, data_source.num_classes, dtype=torch.int64)
     conf = conf.to(dev)
+    per_image: list[torch.Tensor] = []  # (2, C) per image: intersection, union
     start = time.perf_counter()
     batches = _batches(subset, workers, dev.type == "cuda")
     if progress:
@@ -162,7 +169,9 @@ def evaluate(
             pred = predict(
                 model, image, tuple(label.shape[-2:]), input_hw, scales, flip, amp, channels_last
             )
-            conf += confusion_matrix(label, pred, data_source.num_classes)
+            image_conf = confusion_matrix(label, pred, data_source.num_classes)
+            conf += image_conf
+            per_image.append(intersection_union(image_conf))
             if out_dir is not None:
                 _save_prediction(
                     pred[0],
@@ -171,6 +180,7 @@ def evaluate(
                 )
     finally:
         model.train(was_training)
+    counts = torch.stack(per_image).cpu()  # one transfer, not one per image
     return EvalResult.from_confusion(
         conf,
         n,
@@ -179,6 +189,11 @@ def evaluate(
         scales=tuple(float(s) for s in scales),
         flip=flip,
         seconds=time.perf_counter() - start,
+        per_image=PerImage(
+            ids=tuple(image_id(p) for p in image_paths[:n]),
+            intersection=counts[:, 0].tolist(),
+            union=counts[:, 1].tolist(),
+        ),
     )
 
 

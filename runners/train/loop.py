@@ -17,7 +17,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,8 @@ class TrainResult:
     images_per_s: float
     final_loss: float | None  # mean loss of the last LOG_EVERY iterations
     history: list[dict[str, float]] = field(default_factory=list)
-    evals: list[dict[str, float]] = field(default_factory=list)  # {"iteration", "miou"}
+    # {"iteration", "images", "miou"} of each evaluation during training (eval_every, curve_at)
+    evals: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
     spec_id: str = ""
     recipe_id: str = ""
@@ -128,6 +129,7 @@ def train(
     checkpoint_every: int = 100,
     workers: int = 0,
     stop_after: int | None = None,
+    curve_at: Sequence[float] = (),
 ) -> TrainResult:
     """Train ``spec`` under ``recipe`` on the source's train split; results go to ``run_dir``.
 
@@ -138,6 +140,9 @@ def train(
     dataset is continued (a finished one is returned as is, not recomputed).
     ``checkpoint_every`` (0: only at the end) sets how often a kill can lose work.
     ``stop_after`` pauses after that many iterations with a checkpoint, as if killed.
+    ``curve_at``: fractions of the budget (in (0, 1)) after which the val split is scored
+    as well, for a learning curve in ``TrainResult.evals``; like every evaluation it is
+    outside the budget and leaves the training itself unchanged (same weights).
     Without ``resume`` the folder's old checkpoint and result are deleted first.
     Run under ``torchrun`` for DDP: ``recipe.batch_size`` is then the global batch.
     """
@@ -147,6 +152,8 @@ def train(
         raise UsageError(f"checkpoint_every={checkpoint_every}: must be >= 0 (0: only at the end)")
     if workers < 0:
         raise UsageError(f"workers={workers}: must be >= 0")
+    if any(not 0 < f < 1 for f in curve_at):
+        raise UsageError(f"curve_at={tuple(curve_at)}: fractions of the budget in (0, 1)")
     num_classes = getattr(spec, "num_classes", None)
     if num_classes != data_source.num_classes:
         raise UsageError(
@@ -162,6 +169,7 @@ def train(
                 f"{info.world_size} processes"
             )
         run = _Run(spec, recipe, data_source, seed, Path(run_dir), dev, info, progress, workers)
+        run.curve_at = tuple(sorted(set(curve_at)))
         return run.execute(on_eval, resume, checkpoint_every, stop_after)
     finally:
         dist_utils.teardown(info)
@@ -196,6 +204,7 @@ class _Run:
         self.window: list[float] = []
         self.final_loss: float | None = None
         self.resumed_from = 0
+        self.curve_at: tuple[float, ...] = ()
 
     # ------------------------------------------------------------------ setup and state
 
@@ -343,6 +352,7 @@ class _Run:
             for images, labels in loader:
                 if self._done(total):
                     break
+                before = self._progress_fraction()
                 loss_value, lr = self._step(net, images, labels)
                 if not math.isfinite(loss_value):
                     status = "failed"
@@ -355,8 +365,14 @@ class _Run:
                 self._record(loss_value, lr, bar, now - step_start)
                 if total is None and self._time_is_up():
                     break
-                if self.recipe.eval_every and self.iteration % self.recipe.eval_every == 0:
-                    self._evaluate(on_eval)
+                after = self._progress_fraction()
+                periodic = self.recipe.eval_every and self.iteration % self.recipe.eval_every == 0
+                # (ranks' clocks differ: a seconds budget gets curve points in one process only)
+                curve = any(before < f <= after for f in self.curve_at) and not (
+                    self.info.enabled and self.recipe.budget_kind == "seconds"
+                )
+                if periodic or curve:
+                    self._evaluate(on_eval if periodic else None)
                 if self._done(total):
                     break
                 if stop_after is not None and self.iteration >= stop_after:
@@ -431,16 +447,21 @@ class _Run:
         """Rank 0 evaluates and calls ``on_eval``; every rank learns whether to go on."""
         error: BaseException | None = None
         if self.info.is_main:
-            result = evaluate(
-                self.model,
-                self.source,
-                "val",
-                input_hw=self.recipe.eval_hw,
-                device=self.device,
-                amp=self.amp,
-                channels_last=self.recipe.channels_last,
+            # the val loader draws from the global RNG; training must not see that draw
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                result = evaluate(
+                    self.model,
+                    self.source,
+                    "val",
+                    input_hw=self.recipe.eval_hw,
+                    device=self.device,
+                    amp=self.amp,
+                    channels_last=self.recipe.channels_last,
+                )
+            self.evals.append(
+                {"iteration": self.iteration, "images": self.images, "miou": result.miou}
             )
-            self.evals.append({"iteration": self.iteration, "miou": result.miou})
             if on_eval is not None:
                 try:
                     on_eval(self.iteration, result.miou)
