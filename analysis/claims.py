@@ -1,38 +1,39 @@
 """The BiSeNet V2 paper's ablation claims as data, checked against stored results.
 
 Each claim names a paper table, the rows it compares (in ``rows``, the subject first) and
-a kind. Accuracy is read from ``build_table`` (mean mIoU over seeds, in points), cost
-from the measured multiply-adds (exact integers, so no tolerance).
+a kind. Accuracy comes from the per-seed mIoU of each row (``build_table``'s
+``attrs["seed_values"]``), compared with ``analysis.stats``; cost from the measured
+multiply-adds (exact integers, so no tolerance).
 
-The rule for accuracy (a coarse rule of thumb, not a significance test):
-
-- ``margin(a, b)`` is the larger sample std (ddof=1) over seeds of the two rows; if
-  either row has a single seed it is at least ``SINGLE_RUN_SPREAD_PTS`` = 1.0 point,
-  the run-to-run spread of Cityscapes mIoU reported for reimplementations
-  (../shared/paper/README.md). The paper's own numbers are single runs: margin 1.0.
-- ``a`` beats ``b`` when ``mean(a) - mean(b) > margin``; ``b`` beats ``a`` when it is below
-  ``-margin``; otherwise the difference is within the seeds' spread: *inconclusive*.
+Accuracy verdicts are calibrated (see ``analysis/stats.py``): a comparison says a row is
+better only when the 95% interval of the difference excludes zero, so with no true
+difference a verdict is wrong at most 5% of the time whatever the number of seeds. Rows
+with a single seed borrow the table's pooled seed spread (rows with >= 2 seeds); two
+single runs with no spread to borrow stay inconclusive. Every inconclusive comparison
+says how many seeds per row would settle a difference of its size.
 
 Kinds and verdicts ("not run" whenever a needed row has no ok record, or no MACs for a
 cost claim):
 
-- ``beats``: rows[0] beats every other row. Supported if it beats each one; contradicted
-  if any other row beats it; else inconclusive.
-- ``no_worse_cheaper``: rows[0] costs fewer MACs than rows[1] and is not beaten by it.
-  Contradicted if it is not cheaper or is beaten; else supported (being within the
-  spread *is* "no worse").
-- ``argmax``: rows[0] is the most accurate of the rows. Compared with the best other row:
-  supported if it beats it, contradicted if beaten, else inconclusive.
-- ``monotone``: accuracy grows along the rows (ordered by ``field``). Contradicted if any
-  step goes down by more than its margin; supported if the last row beats the first;
-  else inconclusive.
+- ``beats``: rows[0] is better than every other row. Supported if each comparison says
+  so; contradicted if any other row is better; else inconclusive.
+- ``argmax``: rows[0] is the most accurate of the rows: judged as ``beats`` against each
+  (comparing with the best-looking other row alone would pick it by its own noise).
+- ``no_worse_cheaper``: rows[0] costs fewer MACs than rows[1] and is no worse by more
+  than ``margin`` points: an equivalence test (``stats.no_worse``), not the absence of a
+  difference. Contradicted if not cheaper or worse beyond the margin.
+- ``monotone``: accuracy grows along the rows. Contradicted if any step goes down
+  (significantly); supported if the last row beats the first; else inconclusive.
 - ``free_accuracy``: rows[0] has the same inference MACs and parameters as rows[1]
-  (contradicted if not) and beats it (verdict as ``beats``).
+  (contradicted if not) and beats it (as ``beats``).
 - ``same_cost`` / ``cheaper`` / ``cost_monotone``: complexity only, from MACs (and
-  inference parameters for ``same_cost``): rows[0] costs the same as / less than every
-  other row; the cost strictly grows along the rows.
+  inference parameters for ``same_cost``).
 
-Every verdict is also computed on the paper's own numbers, by the same rule.
+Every verdict is also computed at half the training budget (the records' learning-curve
+point) and on the paper's own numbers. The paper reports single runs; they are compared
+with an *assumed* run-to-run spread, ``PAPER_SPREAD``: the paper notes (shared/paper/
+README.md, V2 protocol) give the spread of Cityscapes val mIoU across reimplementations as
+"about +-1 point"; we read it as a standard deviation of 1 point, the conservative reading.
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from analysis.stats import Comparison, Spread, compare, no_worse
 from analysis.tables import as_recipe, build_table, pick_dataset, row_recipe_ids
 from searchspace.recipes import Recipe
 from searchspace.tables import get_table
 
-SINGLE_RUN_SPREAD_PTS = 1.0
+PAPER_SPREAD = Spread(
+    1.0,
+    df=None,
+    source="assumed: 'about +-1 point' run to run for Cityscapes reimplementations, "
+    "read as a standard deviation",
+)
+DEFAULT_MARGIN_PTS = 1.0  # "no worse" means within 1 point: the run-to-run spread above
 Kind = Literal[
     "beats",
     "no_worse_cheaper",
@@ -75,6 +83,7 @@ class Claim:
     rows: tuple[str, ...]
     field: str | None = None  # the spec field a ``monotone`` claim orders its rows by
     source: str = ""
+    margin: float = DEFAULT_MARGIN_PTS  # for no_worse_cheaper: "no worse" within this
 
     def __post_init__(self) -> None:
         known = {r.row for r in get_table(self.table).rows}
@@ -117,6 +126,30 @@ CLAIMS: tuple[Claim, ...] = (
         source="Table 3b; Sec. 4.1 (context embedding)",
     ),
     Claim(
+        "t3b_two_dw_beat_5x5",
+        "Two 3x3 depthwise convs at stride 2 are more accurate than one 5x5",
+        "3b",
+        "beats",
+        ("full", "dw5x5"),
+        source="Table 3b; Sec. 4.1 (GE layer design)",
+    ),
+    Claim(
+        "t3b_gather_3x3",
+        "The GE layer's 3x3 gather conv is more accurate than a 1x1 conv",
+        "3b",
+        "beats",
+        ("full", "gather_1x1"),
+        source="Table 3b; Sec. 4.1 (GE layer design)",
+    ),
+    Claim(
+        "t3a_too_narrow_hurts",
+        "lambda = 1/4 is more accurate than a semantic branch 4 times narrower (1/16)",
+        "3a",
+        "beats",
+        ("lambda_1_4", "lambda_1_16"),
+        source="Table 3a",
+    ),
+    Claim(
         "t3c_expansion_6_best",
         "Expansion ratio 6 is the most accurate choice",
         "3c",
@@ -138,6 +171,29 @@ CLAIMS: tuple[Claim, ...] = (
         "4",
         "free_accuracy",
         ("s2_s3_s4_s5_4", "none"),
+        source="Table 4",
+    ),
+    Claim(
+        "t4_chosen_positions_best",
+        "The chosen booster positions (stem, S3, S4, S5_4) are the most accurate set",
+        "4",
+        "argmax",
+        (
+            "s2_s3_s4_s5_4",
+            "s2_s3_s4_s5_4_s5_5",
+            "s2_s3_s4",
+            "s3_s4_s5_4_s5_5",
+            "s4_s5_4_s5_5",
+            "s5_4_s5_5",
+        ),
+        source="Table 4; Sec. 4.1 (booster training strategy)",
+    ),
+    Claim(
+        "t4_ohem",
+        "OHEM adds accuracy on top of the chosen booster heads",
+        "4",
+        "beats",
+        ("s2_s3_s4_s5_4_ohem", "s2_s3_s4_s5_4"),
         source="Table 4",
     ),
     Claim(
@@ -215,6 +271,24 @@ CLAIMS: tuple[Claim, ...] = (
         source="Table 2",
     ),
     Claim(
+        "c5a_width_cost_grows",
+        "The cost grows with the width multiplier",
+        "5a",
+        "cost_monotone",
+        ("alpha_1_0", "alpha_1_25", "alpha_1_5", "alpha_1_75", "alpha_2_0"),
+        field="width_mult",
+        source="Table 5a",
+    ),
+    Claim(
+        "c5b_depth_cost_grows",
+        "The cost grows with the depth multiplier",
+        "5b",
+        "cost_monotone",
+        ("d_1", "d_2", "d_3", "d_4"),
+        field="depth_mult",
+        source="Table 5b",
+    ),
+    Claim(
         "c3c_expansion_cost_grows",
         "The cost grows with the expansion ratio",
         "3c",
@@ -228,31 +302,60 @@ CLAIMS: tuple[Claim, ...] = (
 
 @dataclass(frozen=True)
 class RowStats:
-    """What a claim needs of one row: accuracy over seeds (points) and cost."""
+    """What a claim needs of one row: per-seed mIoU (points) at the end and at half the
+    budget, and the cost."""
 
     row: str
-    n: int
-    mean: float | None
-    std: float | None
+    values: tuple[float, ...]
     cost: float | None  # MACs (measured, exact) or GMACs (paper, 2 decimals)
     params: int | None = None
+    half_values: tuple[float, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+    def at_half(self) -> RowStats:
+        return RowStats(self.row, self.half_values, self.cost, self.params)
 
     def describe(self) -> str:
-        if self.mean is None:
+        if not self.values:
             return f"{self.row}: not run"
-        spread = f"±{self.std:.2f}" if self.std is not None else ""
-        return f"{self.row} {self.mean:.2f}{spread} (n={self.n})"
+        return f"{self.row} {self.mean:.2f} (n={self.n})"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    outcome: Outcome
+    detail: str  # the numbers behind the outcome, as text
+    seeds_needed: int | None = None  # per row, to settle the open comparisons
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's outcome on the measured results and on the paper's own numbers."""
+    """A claim's outcome on the measured results (at the end and at half the budget) and
+    on the paper's own numbers."""
 
     claim: Claim
     outcome: Outcome
-    detail: str  # the numbers behind the outcome, as text
+    detail: str
     paper_outcome: Outcome
     paper_detail: str
+    seeds_needed: int | None = None
+    half_outcome: Outcome | None = None  # None: the records have no learning curve
+
+    @property
+    def budget_sufficient(self) -> bool | None:
+        """False when the verdict changed over the last doubling of the budget."""
+        if self.half_outcome is None or self.claim.kind in COST_KINDS:
+            return None
+        if "not run" in (self.outcome, self.half_outcome):
+            return None
+        return self.half_outcome == self.outcome
 
 
 def _f(value: Any) -> float | None:
@@ -262,26 +365,33 @@ def _f(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def margin(a: RowStats, b: RowStats) -> float:
-    """The seeds' spread that a difference of means must exceed (see the module docstring)."""
-    spreads = [s.std for s in (a, b) if s.n >= 2 and s.std is not None]
-    if min(a.n, b.n) < 2:
-        spreads.append(SINGLE_RUN_SPREAD_PTS)
-    return max(spreads)
+def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
+    lo, hi = c.ci
+    ci = "unbounded" if not math.isfinite(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+    word = {"a_better": ">", "b_better": "<", "no_worse": "no worse", "worse": "worse"}
+    rel = word.get(c.verdict, "vs")
+    return f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}"
 
 
-def compare(a: RowStats, b: RowStats) -> tuple[int, str]:
-    """+1 if a beats b, -1 if b beats a, 0 if within the spread; with the numbers."""
-    diff, m = a.mean - b.mean, margin(a, b)  # type: ignore[operator]
-    sign = 1 if diff > m else -1 if diff < -m else 0
-    rel = {1: f"> margin {m:.2f}", -1: f"< -margin {m:.2f}", 0: f"within ±{m:.2f}"}[sign]
-    return sign, f"{a.describe()} vs {b.describe()}: {diff:+.2f} ({rel})"
+def _needed(comparisons: Sequence[Comparison]) -> int | None:
+    open_ = [c.seeds_needed for c in comparisons if not c.decided]
+    if not open_ or any(n is None for n in open_):
+        return None
+    return max(n for n in open_ if n is not None)
 
 
-def _combine(signs: Sequence[int]) -> Outcome:
-    if any(s < 0 for s in signs):
-        return "contradicted"
-    return "supported" if all(s > 0 for s in signs) else "inconclusive"
+def _beats(
+    a: RowStats, others: Sequence[RowStats], spread: Spread | None
+) -> tuple[Outcome, str, list[Comparison]]:
+    comps = [compare(a.values, o.values, spread=spread) for o in others]
+    texts = [_text(a, o, c) for o, c in zip(others, comps)]
+    if any(c.verdict == "b_better" for c in comps):
+        outcome: Outcome = "contradicted"
+    elif all(c.verdict == "a_better" for c in comps):
+        outcome = "supported"
+    else:
+        outcome = "inconclusive"
+    return outcome, "; ".join(texts), comps
 
 
 def _cost(s: RowStats, paper: bool) -> str:
@@ -292,17 +402,22 @@ def _cost(s: RowStats, paper: bool) -> str:
     return f"{s.row} {gmacs:.2f} GMACs{params}"
 
 
-def judge(claim: Claim, stats: Sequence[RowStats], paper: bool = False) -> tuple[Outcome, str]:
-    """The outcome of ``claim`` given its rows' stats (in ``claim.rows`` order)."""
+def judge(
+    claim: Claim, stats: Sequence[RowStats], paper: bool = False, spread: Spread | None = None
+) -> Judgement:
+    """The outcome of ``claim`` given its rows' stats (in ``claim.rows`` order).
+
+    ``spread``: the run-to-run spread single-seed rows borrow (the table's pooled one, or
+    the paper's assumed one)."""
     a, others = stats[0], list(stats[1:])
     if claim.kind in COST_KINDS or claim.kind in ("no_worse_cheaper", "free_accuracy"):
         missing = [s.row for s in stats if s.cost is None]
         if missing:
-            return "not run", f"no MACs for {', '.join(missing)}"
+            return Judgement("not run", f"no MACs for {', '.join(missing)}")
     if claim.kind not in COST_KINDS:
-        missing = [s.row for s in stats if s.mean is None]
+        missing = [s.row for s in stats if not s.values]
         if missing:
-            return "not run", f"no ok result for {', '.join(missing)}"
+            return Judgement("not run", f"no ok result for {', '.join(missing)}")
     costs = "; ".join(_cost(s, paper) for s in stats)
 
     if claim.kind == "same_cost":
@@ -310,62 +425,77 @@ def judge(claim: Claim, stats: Sequence[RowStats], paper: bool = False) -> tuple
             o.cost == a.cost and (o.params is None or a.params is None or o.params == a.params)
             for o in others
         )
-        return ("supported" if same else "contradicted"), costs
+        return Judgement("supported" if same else "contradicted", costs)
     if claim.kind == "cheaper":
         ok = all(a.cost < o.cost for o in others)  # type: ignore[operator]
-        return ("supported" if ok else "contradicted"), costs
+        return Judgement("supported" if ok else "contradicted", costs)
     if claim.kind == "cost_monotone":
         ok = all(p.cost < q.cost for p, q in pairwise(stats))  # type: ignore[operator]
-        return ("supported" if ok else "contradicted"), costs
+        return Judgement("supported" if ok else "contradicted", costs)
 
-    if claim.kind == "beats":
-        results = [compare(a, o) for o in others]
-        return _combine([s for s, _ in results]), "; ".join(t for _, t in results)
+    if claim.kind in ("beats", "argmax"):
+        outcome, text, comps = _beats(a, others, spread)
+        return Judgement(outcome, text, _needed(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
-        sign, text = compare(a, b)
+        c = no_worse(a.values, b.values, claim.margin, spread=spread)
+        text = _text(a, b, c) + f" (90% CI against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
-            return "contradicted", f"not cheaper: {costs}; {text}"
-        return ("contradicted" if sign < 0 else "supported"), f"{text}; {costs}"
+            return Judgement("contradicted", f"not cheaper: {costs}; {text}")
+        outcome: Outcome = {"no_worse": "supported", "worse": "contradicted"}.get(
+            c.verdict, "inconclusive"
+        )  # type: ignore[assignment]
+        return Judgement(outcome, f"{text}; {costs}", _needed([c]))
     if claim.kind == "free_accuracy":
         b = others[0]
         same_params = a.params is None or b.params is None or a.params == b.params
         if a.cost != b.cost or not same_params:
-            return "contradicted", f"inference cost differs: {costs}"
-        sign, text = compare(a, b)
-        return _combine([sign]), f"{text}; same cost: {costs}"
-    if claim.kind == "argmax":
-        best = max(others, key=lambda s: s.mean)  # type: ignore[arg-type,return-value]
-        sign, text = compare(a, best)
-        return _combine([sign]), f"best other row: {text}"
+            return Judgement("contradicted", f"inference cost differs: {costs}")
+        outcome, text, comps = _beats(a, [b], spread)
+        return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        steps = [compare(q, p) for p, q in pairwise(stats)]
-        if any(s < 0 for s, _ in steps):
-            down = [t for s, t in steps if s < 0]
-            return "contradicted", "goes down: " + "; ".join(down)
-        sign, text = compare(stats[-1], a)
-        return ("supported" if sign > 0 else "inconclusive"), f"last vs first: {text}"
+        steps = [(p, q, compare(q.values, p.values, spread=spread)) for p, q in pairwise(stats)]
+        down = [_text(q, p, c) for p, q, c in steps if c.verdict == "b_better"]
+        if down:
+            return Judgement("contradicted", "goes down: " + "; ".join(down))
+        last = compare(stats[-1].values, a.values, spread=spread)
+        text = f"last vs first: {_text(stats[-1], a, last)}"
+        if last.verdict == "a_better":
+            return Judgement("supported", text)
+        return Judgement("inconclusive", text, _needed([last]))
     raise ValueError(f"unknown claim kind {claim.kind!r}")
+
+
+def pooled_spread(stats: Iterable[RowStats]) -> Spread | None:
+    """The seed spread pooled over the rows with >= 2 seeds (one table, one recipe)."""
+    ss, df = 0.0, 0
+    for s in stats:
+        if s.n >= 2:
+            mean = s.mean or 0.0
+            ss += sum((v - mean) ** 2 for v in s.values)
+            df += s.n - 1
+    if df == 0 or ss <= 0:
+        return None
+    return Spread(math.sqrt(ss / df), df=df, source=f"pooled over the table's seeds, {df} df")
 
 
 def _row_stats(table: pd.DataFrame, paper: bool) -> dict[str, RowStats]:
     out = {}
+    seed_values = table.attrs.get("seed_values", {})
     for rec in table.to_dict("records"):
         if paper:
             mean = _f(rec["miou_paper_pct"])
-            out[rec["row"]] = RowStats(
-                rec["row"], 1 if mean is not None else 0, mean, None, _f(rec["gmacs_paper"])
-            )
+            values = (mean,) if mean is not None else ()
+            out[rec["row"]] = RowStats(rec["row"], values, _f(rec["gmacs_paper"]))
             continue
-        n = int(rec["n_seeds"]) if _f(rec["n_seeds"]) is not None else 0
         macs, params = _f(rec["macs"]), _f(rec["params"])
+        got = seed_values.get(rec["row"], {})
         out[rec["row"]] = RowStats(
             rec["row"],
-            n,
-            _f(rec["miou_pct"]) if n else None,
-            _f(rec["miou_std_pct"]),
+            tuple(got.get("final", ())),
             int(macs) if macs is not None else None,
             int(params) if params is not None else None,
+            tuple(got.get("half", ())),
         )
     return out
 
@@ -397,10 +527,27 @@ def evaluate_claims(
             tables[claim.table] = build_table(claim.table, records, base, dataset_id)
         measured = _row_stats(tables[claim.table], paper=False)
         from_paper = _row_stats(tables[claim.table], paper=True)
+        spread = pooled_spread(measured.values())
         stats = [measured[r] for r in claim.rows]
-        outcome, detail = judge(claim, stats)
-        paper_outcome, paper_detail = judge(claim, [from_paper[r] for r in claim.rows], paper=True)
-        verdicts.append(Verdict(claim, outcome, detail, paper_outcome, paper_detail))
+        final = judge(claim, stats, spread=spread)
+        half = None
+        if all(s.half_values for s in stats) and claim.kind not in COST_KINDS:
+            halves = [s.at_half() for s in stats]
+            half = judge(
+                claim, halves, spread=pooled_spread(m.at_half() for m in measured.values())
+            )
+        on_paper = judge(claim, [from_paper[r] for r in claim.rows], True, PAPER_SPREAD)
+        verdicts.append(
+            Verdict(
+                claim,
+                final.outcome,
+                final.detail,
+                on_paper.outcome,
+                on_paper.detail,
+                seeds_needed=final.seeds_needed,
+                half_outcome=half.outcome if half is not None else None,
+            )
+        )
     return verdicts
 
 
@@ -417,6 +564,9 @@ def verdicts_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
             "paper_outcome": v.paper_outcome,
             "paper_detail": v.paper_detail,
             "source": v.claim.source,
+            "seeds_needed": v.seeds_needed,
+            "half_outcome": v.half_outcome,
+            "budget_sufficient": v.budget_sufficient,
         }
         for v in verdicts
     ]
@@ -430,5 +580,8 @@ def verdicts_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
         "paper_outcome",
         "paper_detail",
         "source",
+        "seeds_needed",
+        "half_outcome",
+        "budget_sufficient",
     ]
     return pd.DataFrame(rows, columns=columns)

@@ -35,6 +35,8 @@ COLUMNS = (
     "dataset_kind",
     "num_classes",
     "miou",
+    "miou_half",
+    "curve",
     "pixel_acc",
     "params",
     "params_total",
@@ -82,6 +84,7 @@ _INT_COLUMNS = (
 )
 _FLOAT_COLUMNS = (
     "miou",
+    "miou_half",
     "pixel_acc",
     "gmacs",
     "latency_ms",
@@ -99,6 +102,20 @@ _FLOAT_COLUMNS = (
 def _hw(value: Any) -> str | None:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return f"{value[0]}x{value[1]}"
+    return None
+
+
+def half_budget_miou(curve: Any) -> float | None:
+    """val mIoU at half the run's training (the curve point at half the last one's
+    iterations, within one iteration), or None when the record has no such point."""
+    if not isinstance(curve, list) or len(curve) < 2:
+        return None
+    final = curve[-1].get("iteration") if isinstance(curve[-1], Mapping) else None
+    if not final:
+        return None
+    for point in curve[:-1]:
+        if isinstance(point, Mapping) and abs(point.get("iteration", -9) - final / 2) <= 1:
+            return point.get("miou")
     return None
 
 
@@ -127,6 +144,8 @@ def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) ->
         "dataset_kind": dataset.get("kind"),  # absent in records before it was stored
         "num_classes": dataset.get("num_classes"),
         "miou": metrics.get("miou"),
+        "miou_half": half_budget_miou(train.get("curve")),
+        "curve": train.get("curve"),  # [{"iteration", "images", "miou"}], or None
         "pixel_acc": metrics.get("pixel_acc"),
         "params": metrics.get("params"),
         "params_total": metrics.get("params_total"),

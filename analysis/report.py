@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, SINGLE_RUN_SPREAD_PTS, Verdict, evaluate_claims
+from analysis.claims import CLAIMS, PAPER_SPREAD, Verdict, evaluate_claims
 from analysis.cli import ArgumentParser, run_cli
 from analysis.plots import paper_points, plot_speed_accuracy, points_from_table
 from analysis.records import load_records
@@ -74,28 +74,52 @@ def _environment_section(records: pd.DataFrame) -> str:
     return markdown_grid(headers, body, ["l"] * len(cols) + ["r"]) + "\n"
 
 
+def _half_cell(v: Verdict) -> str:
+    if v.half_outcome is None:
+        return "no curve"
+    if v.budget_sufficient is False:
+        return f"{v.half_outcome}: **budget not sufficient**"
+    return v.half_outcome
+
+
 def _claims_section(verdicts: Sequence[Verdict]) -> str:
-    headers = ["Claim", "Table", "Measured", "Numbers", "On the paper's numbers"]
+    headers = ["Claim", "Table", "Measured", "Numbers", "Seeds needed", "At half budget",
+               "On the paper's numbers"]  # fmt: skip
     body = [
         [
             f"{v.claim.text} (`{v.claim.id}`)",
             v.claim.table,
             f"**{v.outcome}**",
             v.detail,
+            "" if v.seeds_needed is None else str(v.seeds_needed),
+            _half_cell(v),
             f"{v.paper_outcome}: {v.paper_detail}",
         ]
         for v in verdicts
     ]
     tally = pd.Series([v.outcome for v in verdicts]).value_counts()
     summary = ", ".join(f"{n} {k}" for k, n in tally.items())
-    rule = (
-        "Rule: a difference of mean mIoU counts only beyond a margin, the larger seed std of "
-        f"the two rows ({SINGLE_RUN_SPREAD_PTS:g} point when a row has a single seed, the "
-        "run-to-run spread reported for reimplementations); within it the verdict is "
-        "*inconclusive*. Cost claims compare exact MAC counts. The last column applies the "
-        "same rule to the paper's single-run numbers (see `analysis/claims.py`)."
+    unsure = [v.claim.id for v in verdicts if v.budget_sufficient is False]
+    budget = (
+        f"**The training budget was not sufficient for {len(unsure)} verdict(s)** "
+        f"({', '.join(unsure)}): their answer at half the budget differs from the answer at "
+        "the end, so a longer budget may change them again.\n\n"
+        if unsure
+        else ""
     )
-    return f"{summary}.\n\n{rule}\n\n{markdown_grid(headers, body, ['l'] * 5)}\n"
+    rule = (
+        "Rule (`analysis/stats.py`): a row is better only when the 95% interval of the "
+        "difference of mean mIoU excludes zero (Welch's t interval; a single-seed row borrows "
+        "the table's pooled seed spread); otherwise the verdict is *inconclusive*, with the "
+        "seeds per row that would settle a difference of the observed size (80% power). With "
+        'no true difference a verdict is wrong at most 5% of the time. "No worse" claims '
+        "are equivalence tests against a 1-point margin. Cost claims compare exact MAC "
+        "counts. The last column treats the paper's single runs the same way with an "
+        f"**assumed** run-to-run standard deviation of {PAPER_SPREAD.sd:g} point "
+        f"({PAPER_SPREAD.source})."
+    )
+    grid = markdown_grid(headers, body, ["l"] * len(headers))
+    return f"{summary}.\n\n{budget}{rule}\n\n{grid}\n"
 
 
 def render_report(

@@ -151,6 +151,7 @@ def build_table(
     num_classes = dataset_classes(records, dataset_id)
 
     rows, matched = [], []
+    seed_values: dict[str, dict[str, list[float]]] = {}
     for row in paper.rows:
         out: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
         out.update(
@@ -180,6 +181,15 @@ def build_table(
         ok = mine[mine["status"] == "ok"]
         failed = mine[mine["status"] == "failed"]
         miou = ok["miou"].dropna() * 100.0
+        ordered = ok.dropna(subset=["miou"]).sort_values("seed")
+        seed_values[row.row] = {
+            "seeds": [int(v) for v in ordered["seed"]],
+            "final": [100.0 * float(v) for v in ordered["miou"]],
+            # at half the budget: only when every seed has the point, else none
+            "half": [100.0 * float(v) for v in ordered["miou_half"]]
+            if ordered["miou_half"].notna().all()
+            else [],
+        }
         # MACs are compared with the paper only when counted at the paper's input size
         hw = f"{row.input_hw[0]}x{row.input_hw[1]}"
         same_hw = mine[mine["macs_input_hw"].isna() | (mine["macs_input_hw"] == hw)]
@@ -228,6 +238,8 @@ def build_table(
         input_hw=paper.rows[0].input_hw,
         comparable=comparable,
         latency_setups=_latency_setups(pd.concat(matched)) if matched else [],
+        # per row, per-seed mIoU (%) at the end and at half the budget (for the claims)
+        seed_values=seed_values,
         n_records=int(sum(len(m) for m in matched)),
     )
     return frame
