@@ -19,11 +19,19 @@ import pandas as pd
 
 from analysis.claims import CLAIMS, PAPER_SPREAD, Verdict, evaluate_claims
 from analysis.cli import ArgumentParser, run_cli
+from analysis.curves import (
+    calibration,
+    calibration_values,
+    describe_calibration,
+    plot_learning_curves,
+    rank_agreement,
+)
 from analysis.plots import paper_points, plot_speed_accuracy, points_from_table
 from analysis.records import load_records
 from analysis.tables import (
     as_recipe,
     build_table,
+    dataset_classes,
     markdown_grid,
     pick_dataset,
     row_recipe_ids,
@@ -31,9 +39,10 @@ from analysis.tables import (
 )
 from searchspace.atomic import write_text
 from searchspace.errors import SpecError, StoreError, UsageError
+from searchspace.presets import get_preset
 from searchspace.recipes import Recipe
 from searchspace.records import records_root
-from searchspace.tables import get_table, table_names
+from searchspace.tables import for_dataset, get_table, table_names
 
 PROG = "analysis.report"
 
@@ -80,6 +89,20 @@ def _half_cell(v: Verdict) -> str:
     if v.budget_sufficient is False:
         return f"{v.half_outcome}: **budget not sufficient**"
     return v.half_outcome
+
+
+def _calibration_section(records: pd.DataFrame, recipe: Recipe, dataset_id: str) -> str:
+    """The default spec's seeds split in halves: how often the checker sees a difference
+    between two halves of one and the same experiment."""
+    spec = get_preset("bisenetv2")
+    num_classes = dataset_classes(records, dataset_id) or spec.num_classes
+    spec = for_dataset(spec, num_classes)
+    values = calibration_values(records, spec.spec_id, recipe.recipe_id, dataset_id)
+    intro = (
+        f"The default spec (`bisenetv2`, {spec.spec_id}) under recipe {recipe.name}, "
+        f"{len(values)} seed(s) stored. "
+    )
+    return intro + "\n".join(describe_calibration(calibration(values))) + "\n"
 
 
 def _claims_section(verdicts: Sequence[Verdict]) -> str:
@@ -202,11 +225,20 @@ def render_report(
         )
         png, svg = (os.path.relpath(p, out.parent) for p in paths)
         parts.append(f"![Table {name}: speed vs accuracy]({png})\n\n([SVG]({svg}))\n")
+        curves = plot_learning_curves(
+            frame, used, figures / f"curves_{name}", f"Table {name}: learning curves"
+        )
+        if curves:
+            png, svg = (os.path.relpath(p, out.parent) for p in curves)
+            parts.append(f"![Table {name}: learning curves]({png})\n\n([SVG]({svg}))\n")
+        parts.append(f"Rank agreement of the rows: {rank_agreement(frame).describe()}.\n")
 
     parts.append("## Claims\n")
     if builtin:
         parts.append(f"The measured verdicts are about {label}, not about Cityscapes.\n")
     parts.append(_claims_section(evaluate_claims(records, base, dataset_id, CLAIMS)))
+    parts.append("## Calibration of the verdicts\n")
+    parts.append(_calibration_section(records, base, dataset_id))
     parts.append("## Environment of the measurements\n")
     parts.append(_environment_section(used))
     return "\n".join(parts)

@@ -378,3 +378,46 @@ def test_report_to_an_uncreatable_folder_is_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot write report {out}" in lines[0], bad.stderr
+
+
+def test_calibration_splits_six_seeds_ten_ways():
+    from analysis.curves import calibration
+
+    same = {s: 20.0 + 0.1 * ((s * 7) % 5) for s in range(6)}  # one experiment, 6 seeds
+    cal = calibration(same)
+    assert cal is not None and len(cal.splits) == 10  # C(6, 3) / 2
+    assert all(0 in left for left, _, _ in cal.splits)
+    assert cal.decided <= 1
+    shifted = {s: v + (3.0 if s >= 3 else 0.0) for s, v in same.items()}  # two experiments
+    assert calibration(shifted).decided >= 1  # the split 0,1,2 | 3,4,5 sees it
+    assert calibration({0: 1.0, 1: 2.0}) is None
+
+
+def test_rank_agreement_and_learning_curves(tmp_path: Path):
+    from analysis.curves import curve_points, plot_learning_curves, rank_agreement
+
+    rows = [
+        ("detail_only", 0.30),
+        ("lambda_1_2", 0.36),
+        ("lambda_1_8", 0.33),
+        ("lambda_1_16", 0.31),
+    ]
+    records = records_to_frame(
+        [_record("3a", r, s, m + 0.002 * s, half=m - 0.04) for r, m in rows for s in range(2)]
+    )
+    table = build_table("3a", records, "smoke")
+    agree = rank_agreement(table)
+    assert agree.n_rows == 4 and agree.tau == pytest.approx(1.0)
+    assert "Kendall tau +1.00 over 4 rows" in agree.describe()
+    points = curve_points(records)
+    assert len(points) == 16 and set(points["iteration"]) == {75, 150}
+    paths = plot_learning_curves(table, records, tmp_path / "curves", "Table 3a")
+    assert paths is not None and all(p.exists() for p in paths)
+    swapped = records_to_frame(
+        [_record("3a", r, s, m, half=0.70 - m) for r, m in rows for s in range(2)]
+    )
+    assert rank_agreement(build_table("3a", swapped, "smoke")).tau == pytest.approx(-1.0)
+    none = rank_agreement(
+        build_table("3a", records_to_frame([_record("3a", "lambda_1_2", 0, 0.3)]), "smoke")
+    )
+    assert none.tau is None and "need 3" in none.describe()

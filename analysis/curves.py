@@ -1,0 +1,178 @@
+"""Was the training budget enough? Learning curves, rank agreement, and a calibration check.
+
+- ``plot_learning_curves``: val mIoU against training images seen, one line per table row
+  (the mean over seeds) with a band from the lowest to the highest seed. The points are
+  the records' ``train.curve`` (after 1/4, 1/2 and all of the budget).
+- ``rank_agreement``: Kendall's tau between the rows' mean mIoU at half the budget and at
+  the end (``scipy.stats.kendalltau``). Near 1: the ranking had settled by half the
+  budget, so doubling it again is unlikely to reorder the rows; low: it had not.
+- ``calibration``: one spec trained with 6 seeds, split into two halves of 3 in each of
+  the 10 ways, every pair compared with ``stats.compare``. The halves are the same
+  network under the same recipe, so a calibrated checker calls (almost) all of them
+  inconclusive; the count of decided splits is the check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats as sps
+
+from analysis.plots import save_png_svg
+from analysis.stats import Comparison, compare
+
+
+def curve_points(records: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of every learning-curve point: spec_id, recipe_id, seed, iteration,
+    images, miou_pct (ok records with a curve only)."""
+    rows = []
+    for rec in records[records["status"] == "ok"].to_dict("records"):
+        curve = rec.get("curve")
+        if not isinstance(curve, list):
+            continue
+        for point in curve:
+            if point.get("miou") is None:
+                continue
+            rows.append(
+                {
+                    "spec_id": rec["spec_id"],
+                    "recipe_id": rec["recipe_id"],
+                    "dataset_id": rec["dataset_id"],
+                    "seed": rec["seed"],
+                    "iteration": point.get("iteration"),
+                    "images": point.get("images"),
+                    "miou_pct": 100.0 * float(point["miou"]),
+                }
+            )
+    columns = ["spec_id", "recipe_id", "dataset_id", "seed", "iteration", "images", "miou_pct"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_learning_curves(
+    table: pd.DataFrame, records: pd.DataFrame, out_stem: Path, title: str
+) -> list[Path] | None:
+    """One line per row of a ``build_table`` frame; None when no row has a curve."""
+    points = curve_points(records[records["dataset_id"] == table.attrs.get("dataset_id")])
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    drawn = 0
+    # training images seen; records whose curve lacks them are drawn against iterations
+    x = "images" if points["images"].notna().all() else "iteration"
+    points = points.assign(**{x: points[x].astype(float)})
+    for rec in table.dropna(subset=["spec_id"]).to_dict("records"):
+        mine = points[
+            (points["spec_id"] == rec["spec_id"]) & (points["recipe_id"] == rec["recipe_id"])
+        ]
+        if mine.empty:
+            continue
+        by = mine.groupby(x)["miou_pct"]
+        agg = pd.DataFrame({"mean": by.mean(), "lo": by.min(), "hi": by.max(), "n": by.size()})
+        (line,) = ax.plot(agg.index, agg["mean"], marker="o", markersize=3, label=rec["row"])
+        ax.fill_between(agg.index, agg["lo"], agg["hi"], color=line.get_color(), alpha=0.15)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("training images seen" if x == "images" else "training iterations")
+    ax.set_ylabel("val mIoU (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{title} (line: mean over seeds; band: lowest to highest seed)", fontsize=9)
+    fig.tight_layout()
+    return save_png_svg(fig, out_stem)
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    tau: float | None  # Kendall's tau of the row means, half budget vs end
+    n_rows: int
+    p_value: float | None
+
+    def describe(self) -> str:
+        if self.tau is None:
+            return f"not available ({self.n_rows} rows with both points; need 3)"
+        return (
+            f"Kendall tau {self.tau:+.2f} over {self.n_rows} rows (p = {self.p_value:.2g}) "
+            "between the row means at half the budget and at the end"
+        )
+
+
+def rank_agreement(table: pd.DataFrame) -> RankAgreement:
+    """How much the rows' ranking changed over the last doubling of the budget."""
+    values = table.attrs.get("seed_values", {})
+    pairs = [
+        (sum(v["half"]) / len(v["half"]), sum(v["final"]) / len(v["final"]))
+        for v in values.values()
+        if v.get("half") and v.get("final")
+    ]
+    if len(pairs) < 3:
+        return RankAgreement(None, len(pairs), None)
+    half, final = zip(*pairs)
+    result = sps.kendalltau(half, final)
+    tau = float(result.statistic)
+    return RankAgreement(tau if math.isfinite(tau) else None, len(pairs), float(result.pvalue))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    seeds: tuple[int, ...]
+    splits: tuple[tuple[tuple[int, ...], tuple[int, ...], Comparison], ...]
+
+    @property
+    def decided(self) -> int:
+        return sum(c.decided for _, _, c in self.splits)
+
+
+def calibration(values_by_seed: dict[int, float], half: int = 3) -> Calibration | None:
+    """Every split of 2 x ``half`` seeds into two halves (each split once), compared."""
+    seeds = tuple(sorted(values_by_seed))[: 2 * half]
+    if len(seeds) < 2 * half:
+        return None
+    splits = []
+    for left in itertools.combinations(seeds, half):
+        if seeds[0] not in left:  # (A, B) and (B, A) are one split
+            continue
+        right = tuple(s for s in seeds if s not in left)
+        comp = compare([values_by_seed[s] for s in left], [values_by_seed[s] for s in right])
+        splits.append((left, right, comp))
+    return Calibration(seeds, tuple(splits))
+
+
+def calibration_values(
+    records: pd.DataFrame, spec_id: str, recipe_id: str, dataset_id: str
+) -> dict[int, float]:
+    """seed -> mIoU (%) of one spec's ok runs under one recipe on one dataset."""
+    sel = records[
+        (records["spec_id"] == spec_id)
+        & (records["recipe_id"] == recipe_id)
+        & (records["dataset_id"] == dataset_id)
+        & (records["status"] == "ok")
+    ].dropna(subset=["miou"])
+    return {int(r["seed"]): 100.0 * float(r["miou"]) for r in sel.to_dict("records")}
+
+
+def describe_calibration(cal: Calibration | None, needed: int = 6) -> Sequence[str]:
+    if cal is None:
+        return [f"Not available: it needs {needed} seeds of the default spec."]
+    lines = [
+        f"Seeds {', '.join(map(str, cal.seeds))}: {len(cal.splits)} splits into two halves; "
+        f"**{cal.decided} of {len(cal.splits)}** called anything but inconclusive "
+        "(a calibrated checker: 0 or 1).",
+        "",
+        "| half A | half B | diff (A - B) | 95% CI | verdict |",
+        "|---|---|---:|---|---|",
+    ]
+    for left, right, c in cal.splits:
+        lo, hi = c.ci
+        lines.append(
+            f"| {', '.join(map(str, left))} | {', '.join(map(str, right))} | {c.diff:+.2f} "
+            f"| [{lo:+.2f}, {hi:+.2f}] | {c.verdict} |"
+        )
+    return lines
