@@ -174,3 +174,91 @@ def _paper_panel(ax, paper: pd.DataFrame, x: XAxis, x_label: str) -> None:
             fontsize=7,
         )
     ax.legend(loc="lower right", fontsize=7)
+
+
+TABLE7_CSV = PAPER_DIR / "bisenetv2_table7.csv"
+
+
+def table7_points(path: Any = TABLE7_CSV) -> pd.DataFrame:
+    """The V2 paper's Table 7: every compared method's test mIoU and reported FPS."""
+    with path.open("r", newline="", encoding="utf-8") as fh:
+        raw = pd.read_csv(fh)
+    raw["label"] = raw["method"] + raw["backbone"].map(
+        lambda b: "" if b in ("no", "") or pd.isna(b) else f" ({b})"
+    )
+    return raw
+
+
+def plot_figure1(
+    out_stem: Path, measured: pd.DataFrame | None = None, paper: pd.DataFrame | None = None
+) -> list[Path]:
+    """The V2 paper's Figure 1 again: test mIoU against FPS for the methods of its Table 7.
+
+    Methods without a reported FPS are left out (listed in the caption). ``measured``:
+    this toolkit's own BiSeNet points (columns label, fps, miou_pct, device), drawn as
+    open markers at the paper's mIoU of the same model, since only their speed is ours.
+    """
+    paper = table7_points() if paper is None else paper
+    shown = paper.dropna(subset=["fps", "test_miou"])
+    fig = Figure(figsize=(8.0, 5.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = {"large": "tab:gray", "small": "tab:blue"}
+    for group, part in shown.groupby("group"):
+        ours = part["ref"] == "this paper"
+        ax.scatter(
+            part.loc[~ours, "fps"],
+            part.loc[~ours, "test_miou"],
+            s=28,
+            color=colours.get(str(group), "tab:blue"),
+            label=f"{group} models (Table 7)",
+        )
+        if ours.any():
+            ax.scatter(
+                part.loc[ours, "fps"],
+                part.loc[ours, "test_miou"],
+                s=120,
+                marker="*",
+                color="tab:red",
+                label="BiSeNetV2 (paper, GTX 1080 Ti)",
+            )
+    for _, p in shown.iterrows():
+        ax.annotate(
+            str(p["label"]),
+            (p["fps"], p["test_miou"]),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=6,
+        )
+    if measured is not None and not measured.empty:
+        for device, part in measured.groupby("device"):
+            ax.scatter(
+                part["fps"],
+                part["miou_pct"],
+                s=70,
+                facecolors="none",
+                edgecolors="tab:green",
+                linewidths=1.5,
+                label=f"BiSeNetV2 speed measured here ({device})",
+            )
+            for _, p in part.iterrows():
+                ax.annotate(
+                    f"{p['label']} (ours)",
+                    (p["fps"], p["miou_pct"]),
+                    xytext=(3, -9),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color="tab:green",
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("FPS (log scale; as each method's own paper reports it, on its own device)")
+    ax.set_ylabel("Cityscapes test mIoU (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    missing = ", ".join(sorted(paper.loc[paper["fps"].isna(), "method"].astype(str)))
+    title = "BiSeNet V2 paper, Figure 1 regenerated from its Table 7"
+    if missing:
+        title += f"\n(no FPS reported: {missing})"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_png_svg(fig, out_stem)  # fmt: skip

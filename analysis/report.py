@@ -26,7 +26,13 @@ from analysis.curves import (
     plot_learning_curves,
     rank_agreement,
 )
-from analysis.plots import paper_points, plot_speed_accuracy, points_from_table
+from analysis.plots import (
+    paper_points,
+    plot_figure1,
+    plot_speed_accuracy,
+    points_from_table,
+    table7_points,
+)
 from analysis.records import load_records
 from analysis.tables import (
     as_recipe,
@@ -89,6 +95,55 @@ def _half_cell(v: Verdict) -> str:
     if v.budget_sufficient is False:
         return f"{v.half_outcome}: **budget not sufficient**"
     return v.half_outcome
+
+
+# the paper's test mIoU of the presets whose speed this toolkit can measure (Table 7)
+_FIGURE1_MODELS = {"bisenetv2": "BiSeNetV2", "bisenetv2_l": "BiSeNetV2-L"}
+
+
+def measured_gpu_points(records: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """This toolkit's GPU latency of the paper's two models, at their paper test mIoU."""
+    rows = []
+    for preset, method in _FIGURE1_MODELS.items():
+        spec_id = get_preset(preset).spec_id
+        sel = records[
+            (records["spec_id"] == spec_id)
+            & records["latency_device"].astype(str).str.startswith("cuda")
+            & records["latency_ms"].notna()
+        ]
+        test = paper.loc[paper["method"] == method, "test_miou"]
+        for device, part in sel.groupby(sel["env_device"].fillna(sel["latency_device"])):
+            latency = float(part["latency_ms"].median())
+            rows.append(
+                {"label": method, "fps": 1000.0 / latency, "miou_pct": float(test.iloc[0]),
+                 "device": str(device)}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=["label", "fps", "miou_pct", "device"])
+
+
+def _figure1_section(records: pd.DataFrame, figures: Path, out: Path) -> str:
+    paper = table7_points()
+    measured = measured_gpu_points(records, paper)
+    png, svg = (
+        os.path.relpath(p, out.parent) for p in plot_figure1(figures / "figure1", measured, paper)
+    )
+    note = (
+        "Test mIoU against FPS for every method of the V2 paper's Table 7, as the paper "
+        "reports them: other methods' FPS come from their own papers, devices and input "
+        "sizes, so the horizontal axis compares reported numbers, not one measurement. "
+    )
+    if measured.empty:
+        note += (
+            "No GPU latency of `bisenetv2` or `bisenetv2_l` is stored in these records, so "
+            "no point of this toolkit's own is drawn."
+        )
+    else:
+        devices = ", ".join(sorted(set(measured["device"])))
+        note += (
+            f"Open green markers: this toolkit's own latency of the same models on {devices}, "
+            "placed at the paper's test mIoU (only their speed is measured here)."
+        )
+    return f"{note}\n\n![Figure 1]({png})\n\n([SVG]({svg}))\n"
 
 
 def _calibration_section(records: pd.DataFrame, recipe: Recipe, dataset_id: str) -> str:
@@ -237,6 +292,8 @@ def render_report(
     if builtin:
         parts.append(f"The measured verdicts are about {label}, not about Cityscapes.\n")
     parts.append(_claims_section(evaluate_claims(records, base, dataset_id, CLAIMS)))
+    parts.append("## The paper's Figure 1, regenerated\n")
+    parts.append(_figure1_section(records, figures, out))
     parts.append("## Calibration of the verdicts\n")
     parts.append(_calibration_section(records, base, dataset_id))
     parts.append("## Environment of the measurements\n")

@@ -421,3 +421,32 @@ def test_rank_agreement_and_learning_curves(tmp_path: Path):
         build_table("3a", records_to_frame([_record("3a", "lambda_1_2", 0, 0.3)]), "smoke")
     )
     assert none.tau is None and "need 3" in none.describe()
+
+
+def test_figure1_from_table7_with_a_measured_gpu_point(tmp_path: Path):
+    from analysis.plots import plot_figure1, table7_points
+    from analysis.report import measured_gpu_points
+    from searchspace.presets import get_preset
+
+    paper = table7_points()
+    assert len(paper) == 27 and "BiSeNetV2-L" in set(paper["method"])
+    rec = _record("2", "bga_booster", 0, 0.3, latency=5.0)
+    rec["key"]["spec_id"] = get_preset("bisenetv2").spec_id
+    rec["metrics"]["latency_ms"]["device"] = "cuda"
+    rec["env"] = {"device": "NVIDIA H200"}
+    records = records_to_frame([rec])
+    measured = measured_gpu_points(records, paper)
+    assert list(measured["label"]) == ["BiSeNetV2"] and measured["fps"].iloc[0] == 200.0
+    assert measured["miou_pct"].iloc[0] == 72.6 and measured["device"].iloc[0] == "NVIDIA H200"
+    assert measured_gpu_points(records_to_frame([_record("2", "bga", 0, 0.3)]), paper).empty
+    paths = plot_figure1(tmp_path / "fig1", measured, paper)
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+def test_report_has_figure1_and_calibration_sections(fixture_recipe, tmp_path: Path):
+    text = write_report(FIXTURE, tmp_path / "r.md", recipe=fixture_recipe).read_text()
+    assert "## The paper's Figure 1, regenerated" in text
+    assert "![Figure 1](r_figures/figure1.png)" in text
+    assert "No GPU latency of `bisenetv2`" in text
+    assert "## Calibration of the verdicts" in text and "needs 6 seeds" in text
+    assert "Rank agreement of the rows: not available" in text  # the fixture has no curves
