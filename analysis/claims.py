@@ -46,7 +46,15 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from analysis.stats import Comparison, Spread, compare, no_worse
+from analysis.stats import (
+    Comparison,
+    RunCounts,
+    Spread,
+    StatsError,
+    compare,
+    image_bootstrap,
+    no_worse,
+)
 from analysis.tables import as_recipe, build_table, pick_dataset, row_recipe_ids
 from searchspace.recipes import Recipe
 from searchspace.tables import get_table
@@ -310,6 +318,7 @@ class RowStats:
     cost: float | None  # MACs (measured, exact) or GMACs (paper, 2 decimals)
     params: int | None = None
     half_values: tuple[float, ...] = ()
+    counts: tuple[RunCounts, ...] = ()  # per-image counts of each seed, when stored
 
     @property
     def n(self) -> int:
@@ -370,7 +379,14 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
     ci = "unbounded" if not math.isfinite(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
     word = {"a_better": ">", "b_better": "<", "no_worse": "no worse", "worse": "worse"}
     rel = word.get(c.verdict, "vs")
-    return f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}"
+    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}"
+    if a.counts and b.counts:
+        try:
+            _, (blo, bhi) = image_bootstrap(a.counts, b.counts)
+            text += f" (images + seeds bootstrap [{blo:+.2f}, {bhi:+.2f}])"
+        except StatsError:
+            pass  # scored on other val images: no paired bootstrap
+    return text
 
 
 def _needed(comparisons: Sequence[Comparison]) -> int | None:
@@ -496,6 +512,7 @@ def _row_stats(table: pd.DataFrame, paper: bool) -> dict[str, RowStats]:
             int(macs) if macs is not None else None,
             int(params) if params is not None else None,
             tuple(got.get("half", ())),
+            tuple(RunCounts.from_record(p) for p in got.get("per_image", ())),
         )
     return out
 

@@ -37,6 +37,7 @@ COLUMNS = (
     "miou",
     "miou_half",
     "curve",
+    "per_image",
     "pixel_acc",
     "params",
     "params_total",
@@ -146,6 +147,7 @@ def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) ->
         "miou": metrics.get("miou"),
         "miou_half": half_budget_miou(train.get("curve")),
         "curve": train.get("curve"),  # [{"iteration", "images", "miou"}], or None
+        "per_image": metrics.get("per_image"),  # {"ids", "intersection", "union"}, or None
         "pixel_acc": metrics.get("pixel_acc"),
         "params": metrics.get("params"),
         "params_total": metrics.get("params_total"),

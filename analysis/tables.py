@@ -189,6 +189,10 @@ def build_table(
             "half": [100.0 * float(v) for v in ordered["miou_half"]]
             if ordered["miou_half"].notna().all()
             else [],
+            # per-image counts of every seed, only when every seed has them
+            "per_image": list(ordered["per_image"])
+            if ordered["per_image"].map(lambda v: isinstance(v, dict)).all()
+            else [],
         }
         # MACs are compared with the paper only when counted at the paper's input size
         hw = f"{row.input_hw[0]}x{row.input_hw[1]}"

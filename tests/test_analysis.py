@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,6 +120,7 @@ def _record(table: str, row: str, seed: int, miou: float | None, **kw: Any) -> d
             "macs": kw.get("macs", 21_000_000_000),
             "params": kw.get("params", 5_000_000),
             "latency_ms": {"median": kw.get("latency", 100.0)},
+            "per_image": kw.get("per_image"),
         },
         **(
             {"train": {"curve": [{"iteration": 75, "miou": kw["half"]},
@@ -450,3 +452,24 @@ def test_report_has_figure1_and_calibration_sections(fixture_recipe, tmp_path: P
     assert "No GPU latency of `bisenetv2`" in text
     assert "## Calibration of the verdicts" in text and "needs 6 seeds" in text
     assert "Rank agreement of the rows: not available" in text  # the fixture has no curves
+
+
+def test_claims_add_a_paired_image_bootstrap_when_records_have_per_image_counts():
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(40)]
+
+    def counts(quality: float) -> dict:
+        union = rng.integers(500, 2000, size=(40, 19))
+        inter = (union * np.clip(rng.normal(quality, 0.05, (40, 19)), 0, 1)).astype(int)
+        return {"ids": ids, "intersection": inter.tolist(), "union": union.tolist()}
+
+    records = records_to_frame(
+        [
+            _record("2", r, s, q + 0.002 * s, per_image=counts(q))
+            for r, q in [("bga", 0.40), ("concat", 0.37), ("sum", 0.36)]
+            for s in range(3)
+        ]
+    )
+    claim = next(c for c in CLAIMS if c.id == "t2_bga_beats_concat_sum")
+    (v,) = evaluate_claims(records, "smoke", claims=[claim])
+    assert v.detail.count("images + seeds bootstrap [+") == 2, v.detail

@@ -127,3 +127,45 @@ def test_bad_margin_and_spread() -> None:
         no_worse([1.0], [1.0], margin=0)
     with pytest.raises(StatsError, match="spread sd"):
         Spread(-1.0)
+
+
+def _runs(rng: np.random.Generator, quality: float, n_runs: int, n_img: int = 60):
+    from analysis.stats import RunCounts
+
+    out = []
+    for _ in range(n_runs):
+        union = rng.integers(500, 2000, size=(n_img, 5))
+        inter = (union * np.clip(rng.normal(quality, 0.08, size=(n_img, 5)), 0, 1)).astype(int)
+        out.append(RunCounts(tuple(f"img{i}" for i in range(n_img)), inter, union))
+    return out
+
+
+def test_image_bootstrap_sees_a_real_difference_and_not_an_absent_one() -> None:
+    from analysis.stats import image_bootstrap
+
+    rng = np.random.default_rng(0)
+    a, b = _runs(rng, 0.50, 3), _runs(rng, 0.40, 3)
+    diff, (lo, hi) = image_bootstrap(a, b)
+    assert 8.0 < diff < 12.0 and lo > 0  # 10 points apart: clearly better
+    same = _runs(rng, 0.45, 6)
+    diff, (lo, hi) = image_bootstrap(same[:3], same[3:])
+    assert lo < 0 < hi
+
+    # the point estimate: each run's mIoU from its counts summed over all images
+    def miou(r) -> float:
+        return 100 * float((r.intersection.sum(0) / r.union.sum(0)).mean())
+
+    assert image_bootstrap([a[0]], [b[0]])[0] == pytest.approx(miou(a[0]) - miou(b[0]))
+    assert image_bootstrap([a[0]], [a[0]]) == (0.0, (0.0, 0.0))
+
+
+def test_image_bootstrap_refuses_runs_on_other_images() -> None:
+    from analysis.stats import RunCounts, image_bootstrap
+
+    rng = np.random.default_rng(1)
+    a = _runs(rng, 0.5, 1)
+    other = RunCounts(("x",) * 60, a[0].intersection, a[0].union)
+    with pytest.raises(StatsError, match="same val images"):
+        image_bootstrap(a, [other])
+    with pytest.raises(StatsError, match="do not line up"):
+        RunCounts.from_record({"ids": ["a"], "intersection": [[1, 2]], "union": [[1]]})
