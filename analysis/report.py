@@ -97,6 +97,20 @@ def _half_cell(v: Verdict) -> str:
     return v.half_outcome
 
 
+def _lacking(frame: pd.DataFrame) -> str:
+    """Which measured rows come from records older than learning curves and per-image
+    counts (they still give their final mIoU; they cannot give what they lack)."""
+    values = frame.attrs.get("seed_values", {})
+    no_curve = [r for r, v in values.items() if v.get("final") and not v.get("half")]
+    no_counts = [r for r, v in values.items() if v.get("final") and not v.get("per_image")]
+    notes = []
+    if no_curve:
+        notes.append(f"no learning curve (not every seed's record has one): {', '.join(no_curve)}")
+    if no_counts:
+        notes.append(f"no per-image counts in every seed's record: {', '.join(no_counts)}")
+    return ("Rows from older records, " + "; ".join(notes) + ".\n") if notes else ""
+
+
 # the paper's test mIoU of the presets whose speed this toolkit can measure (Table 7)
 _FIGURE1_MODELS = {"bisenetv2": "BiSeNetV2", "bisenetv2_l": "BiSeNetV2-L"}
 
@@ -287,6 +301,9 @@ def render_report(
             png, svg = (os.path.relpath(p, out.parent) for p in curves)
             parts.append(f"![Table {name}: learning curves]({png})\n\n([SVG]({svg}))\n")
         parts.append(f"Rank agreement of the rows: {rank_agreement(frame).describe()}.\n")
+        lacking = _lacking(frame)
+        if lacking:
+            parts.append(lacking)
 
     parts.append("## Claims\n")
     if builtin:

@@ -452,6 +452,7 @@ def test_report_has_figure1_and_calibration_sections(fixture_recipe, tmp_path: P
     assert "No GPU latency of `bisenetv2`" in text
     assert "## Calibration of the verdicts" in text and "needs 6 seeds" in text
     assert "Rank agreement of the rows: not available" in text  # the fixture has no curves
+    assert "Rows from older records, no learning curve (not every seed" in text
 
 
 def test_claims_add_a_paired_image_bootstrap_when_records_have_per_image_counts():
