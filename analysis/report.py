@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, PAPER_SPREAD, Verdict, evaluate_claims
+from analysis.claims import CLAIMS, COST_KINDS, PAPER_SPREAD, Verdict, evaluate_claims
 from analysis.cli import ArgumentParser, run_cli
 from analysis.curves import (
     calibration,
@@ -34,6 +34,7 @@ from analysis.plots import (
     table7_points,
 )
 from analysis.records import load_records
+from analysis.stats import MAX_SEEDS
 from analysis.tables import (
     as_recipe,
     build_table,
@@ -89,7 +90,15 @@ def _environment_section(records: pd.DataFrame) -> str:
     return markdown_grid(headers, body, ["l"] * len(cols) + ["r"]) + "\n"
 
 
+def _seeds_cell(v: Verdict) -> str:
+    if v.seeds_needed is None:
+        return ""
+    return f">{MAX_SEEDS}" if v.seeds_needed > MAX_SEEDS else str(v.seeds_needed)
+
+
 def _half_cell(v: Verdict) -> str:
+    if v.claim.kind in COST_KINDS:
+        return ""  # complexity does not depend on the budget
     if v.half_outcome is None:
         return "no curve"
     if v.budget_sufficient is False:
@@ -183,7 +192,7 @@ def _claims_section(verdicts: Sequence[Verdict]) -> str:
             v.claim.table,
             f"**{v.outcome}**",
             v.detail,
-            "" if v.seeds_needed is None else str(v.seeds_needed),
+            _seeds_cell(v),
             _half_cell(v),
             f"{v.paper_outcome}: {v.paper_detail}",
         ]
