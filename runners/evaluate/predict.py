@@ -130,8 +130,12 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    per_image: bool = True,
 ) -> EvalResult:
     """Score ``model`` on a split: one confusion matrix over all images at label resolution.
+
+    ``per_image`` also keeps each image's per-class intersection and union counts
+    (``EvalResult.per_image``; benchmarks/eval_bench.py measures what that costs).
 
     ``input_hw`` is the network input (None: each image's own size). With
     ``save_predictions`` each prediction is also written as a PNG of Cityscapes labelIds
@@ -155,7 +159,7 @@ def evaluate(
     model.eval()
     conf = torch.zeros(data_source.num_classes, data_source.num_classes, dtype=torch.int64)
     conf = conf.to(dev)
-    per_image: list[torch.Tensor] = []  # (2, C) per image: intersection, union
+    counts: list[torch.Tensor] = []  # (2, C) per image: intersection, union
     start = time.perf_counter()
     batches = _batches(subset, workers, dev.type == "cuda")
     if progress:
@@ -171,7 +175,8 @@ def evaluate(
             )
             image_conf = confusion_matrix(label, pred, data_source.num_classes)
             conf += image_conf
-            per_image.append(intersection_union(image_conf))
+            if per_image:
+                counts.append(intersection_union(image_conf))
             if out_dir is not None:
                 _save_prediction(
                     pred[0],
@@ -180,7 +185,7 @@ def evaluate(
                 )
     finally:
         model.train(was_training)
-    counts = torch.stack(per_image).cpu()  # one transfer, not one per image
+    stacked = torch.stack(counts).cpu() if counts else None  # one transfer, not one per image
     return EvalResult.from_confusion(
         conf,
         n,
@@ -189,10 +194,12 @@ def evaluate(
         scales=tuple(float(s) for s in scales),
         flip=flip,
         seconds=time.perf_counter() - start,
-        per_image=PerImage(
+        per_image=None
+        if stacked is None
+        else PerImage(
             ids=tuple(image_id(p) for p in image_paths[:n]),
-            intersection=counts[:, 0].tolist(),
-            union=counts[:, 1].tolist(),
+            intersection=stacked[:, 0].tolist(),
+            union=stacked[:, 1].tolist(),
         ),
     )
 
