@@ -7,9 +7,11 @@ multiply-adds (exact integers, so no tolerance).
 
 Accuracy verdicts are calibrated (see ``analysis/stats.py``): a comparison says a row is
 better only when the 95% interval of the difference excludes zero, so with no true
-difference a verdict is wrong at most 5% of the time whatever the number of seeds. Rows
-with a single seed borrow the table's pooled seed spread (rows with >= 2 seeds); two
-single runs with no spread to borrow stay inconclusive. Every inconclusive comparison
+difference a verdict is wrong at most 5% of the time whatever the number of seeds. Two
+rows trained with the same seeds are compared seed by seed (a paired interval: a seed
+fixes the data order for every row, and its luck is shared). Rows with a single seed
+borrow the table's pooled seed spread (rows with >= 2 seeds); two single runs with no
+spread to borrow stay inconclusive. Every inconclusive comparison
 says how many seeds per row would settle a difference of its size.
 
 Kinds and verdicts ("not run" whenever a needed row has no ok record, or no MACs for a
@@ -319,6 +321,7 @@ class RowStats:
     params: int | None = None
     half_values: tuple[float, ...] = ()
     counts: tuple[RunCounts, ...] = ()  # per-image counts of each seed, when stored
+    seeds: tuple[int, ...] = ()  # the seed of each value (empty: unknown, e.g. the paper)
 
     @property
     def n(self) -> int:
@@ -329,7 +332,11 @@ class RowStats:
         return sum(self.values) / len(self.values) if self.values else None
 
     def at_half(self) -> RowStats:
-        return RowStats(self.row, self.half_values, self.cost, self.params)
+        return RowStats(self.row, self.half_values, self.cost, self.params, seeds=self.seeds)
+
+    def pairs_with(self, other: RowStats) -> bool:
+        """Same seeds, in order: the rows saw the same data stream seed by seed."""
+        return bool(self.seeds) and self.seeds == other.seeds and self.n == len(self.seeds)
 
     def describe(self) -> str:
         if not self.values:
@@ -379,7 +386,8 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
     ci = "unbounded" if not math.isfinite(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
     word = {"a_better": ">", "b_better": "<", "no_worse": "no worse", "worse": "worse"}
     rel = word.get(c.verdict, "vs")
-    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}"
+    how = ", paired by seed" if c.method.startswith("paired") else ""
+    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}{how}"
     if a.counts and b.counts:
         try:
             _, (blo, bhi) = image_bootstrap(a.counts, b.counts)
@@ -399,7 +407,7 @@ def _needed(comparisons: Sequence[Comparison]) -> int | None:
 def _beats(
     a: RowStats, others: Sequence[RowStats], spread: Spread | None
 ) -> tuple[Outcome, str, list[Comparison]]:
-    comps = [compare(a.values, o.values, spread=spread) for o in others]
+    comps = [compare(a.values, o.values, spread=spread, paired=a.pairs_with(o)) for o in others]
     texts = [_text(a, o, c) for o, c in zip(others, comps)]
     if any(c.verdict == "b_better" for c in comps):
         outcome: Outcome = "contradicted"
@@ -454,7 +462,7 @@ def judge(
         return Judgement(outcome, text, _needed(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
-        c = no_worse(a.values, b.values, claim.margin, spread=spread)
+        c = no_worse(a.values, b.values, claim.margin, spread=spread, paired=a.pairs_with(b))
         text = _text(a, b, c) + f" (90% CI against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
             return Judgement("contradicted", f"not cheaper: {costs}; {text}")
@@ -470,11 +478,14 @@ def judge(
         outcome, text, comps = _beats(a, [b], spread)
         return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        steps = [(p, q, compare(q.values, p.values, spread=spread)) for p, q in pairwise(stats)]
+        steps = [
+            (p, q, compare(q.values, p.values, spread=spread, paired=q.pairs_with(p)))
+            for p, q in pairwise(stats)
+        ]
         down = [_text(q, p, c) for p, q, c in steps if c.verdict == "b_better"]
         if down:
             return Judgement("contradicted", "goes down: " + "; ".join(down))
-        last = compare(stats[-1].values, a.values, spread=spread)
+        last = compare(stats[-1].values, a.values, spread=spread, paired=stats[-1].pairs_with(a))
         text = f"last vs first: {_text(stats[-1], a, last)}"
         if last.verdict == "a_better":
             return Judgement("supported", text)
@@ -513,6 +524,7 @@ def _row_stats(table: pd.DataFrame, paper: bool) -> dict[str, RowStats]:
             int(params) if params is not None else None,
             tuple(got.get("half", ())),
             tuple(RunCounts.from_record(p) for p in got.get("per_image", ())),
+            tuple(got.get("seeds", ())),
         )
     return out
 

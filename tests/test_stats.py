@@ -169,3 +169,33 @@ def test_image_bootstrap_refuses_runs_on_other_images() -> None:
         image_bootstrap(a, [other])
     with pytest.raises(StatsError, match="do not line up"):
         RunCounts.from_record({"ids": ["a"], "intersection": [[1, 2]], "union": [[1]]})
+
+
+@pytest.mark.parametrize("n", range(2, 11))
+def test_paired_comparison_is_calibrated_and_gains_from_a_shared_seed_effect(n: int) -> None:
+    rng = np.random.default_rng(300 + n)
+    luck = rng.normal(0, 2.0, (DRAWS, n))  # each seed's data order: shared by both rows
+    a = 60 + luck + rng.normal(0, SD, (DRAWS, n))
+    b = 60 + luck + rng.normal(0, SD, (DRAWS, n))
+    _, lo, hi, _, _ = diff_intervals(a, b, paired=True)
+    assert float(((lo > 0) | (hi < 0)).mean()) <= LIMIT
+    better = a + 1.0
+    _, lo_p, _, _, _ = diff_intervals(better, b, paired=True)
+    _, lo_w, _, _, _ = diff_intervals(better, b)
+    if n >= 3:  # the shared luck swamps Welch; pairing removes it
+        assert (lo_p > 0).mean() > (lo_w > 0).mean() + 0.2
+
+
+def test_compare_pairs_only_equal_seed_lists() -> None:
+    a, b = [30.0, 27.0, 29.0], [29.0, 26.2, 28.1]
+    paired = compare(a, b, paired=True)
+    assert paired.verdict == "a_better" and paired.method.startswith("paired")
+    assert paired.df == 2
+    assert compare(a, b).verdict == "inconclusive"  # the seeds' shared luck hides it
+    assert not compare(a, b[:2], paired=True).method.startswith("paired")
+    assert seeds_needed(0.5, 0.3, paired=True) < seeds_needed(0.5, 0.3)
+
+
+def test_a_spread_of_exactly_zero_is_no_estimate() -> None:
+    assert compare([30.0, 31.0], [29.0, 30.0], paired=True).ci == (-math.inf, math.inf)
+    assert compare([30.0, 30.0], [29.0, 29.0]).verdict == "inconclusive"
