@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The committed V2 results on the built-in data (results/v2-synth): every V2 table
+# (2, 3a, 3b, 3c, 4, 5a, 5b and Table 6's V2 / V2-L pair), 5 seeds per row for Tables 2
+# and 3a, 3 for the others, and 6 seeds of the default spec for the report's calibration.
+#
+#   bash scripts/v2_results.sh            # train what is missing (hours on 2 CPU cores)
+#   bash scripts/v2_results.sh latency    # then, on a quiet machine: time every row
+#   bash scripts/v2_results.sh report     # regenerate results/v2-synth/report.md
+#
+# Resumable: run it again after an interruption and every finished run is reused (the
+# result store); a run killed half-way resumes from its last checkpoint. Training runs
+# without latency (other jobs on the machine would distort it); `latency` times the
+# stored runs afterwards in one quiet pass, without retraining.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+RECIPE=${RECIPE:-synth}
+OUT=${OUT:-results/v2-synth}
+TABLES_5=2,3a
+TABLES_3=3b,3c,4,5a,5b,6
+common=(--recipe "$RECIPE" --results-dir "$OUT" --no-progress)
+
+case "${1:-train}" in
+  train)
+    "$PY" -m runners.ablate --table "$TABLES_5" --seeds 5 --no-latency "${common[@]}"
+    # the default spec (Table 2's bga_booster is the bisenetv2 preset): a sixth seed
+    "$PY" -m runners.ablate --table 2 --rows bga_booster --seeds 6 --no-latency "${common[@]}"
+    "$PY" -m runners.ablate --table "$TABLES_3" --seeds 3 --no-latency "${common[@]}"
+    ;;
+  latency)
+    for t in 2 3a 3b 3c 4 5a 5b 6; do
+      "$PY" -m runners.ablate --table "$t" --seeds 6 --remeasure-latency "${common[@]}"
+    done
+    ;;
+  report)
+    "$PY" -m analysis.report --results-dir "$OUT" --recipe "$RECIPE" \
+      --tables 2,3a,3b,3c,4,5a,5b,6 --out "$OUT/report.md"
+    ;;
+  *)
+    echo "usage: bash scripts/v2_results.sh [train|latency|report]" >&2
+    exit 2
+    ;;
+esac
