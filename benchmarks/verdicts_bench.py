@@ -1,10 +1,11 @@
 """How often analysis.stats.compare gives a verdict with no true difference, and its power.
 
-    .venv/bin/python benchmarks/verdicts_bench.py [--draws 20000] [--sd 0.5]
+    .venv/bin/python benchmarks/verdicts_bench.py [--draws 100000] [--sd 0.5]
 
 For 1-10 seeds per row, draws two rows from one normal distribution (no difference) and
 counts the comparisons that are not inconclusive (must be <= 5%), then with a true
-difference of 1 and 1.5 points counts the correct verdicts (the power). Also prints the
+difference of 1 and 1.5 points counts the correct verdicts (the power); then the same for
+rows compared seed by seed when they share each seed's luck. Also prints the
 old rule of thumb (a difference beyond the larger seed std; 1 point for single runs) for
 comparison. The spread defaults to the smoke recipe's seed spread, about 0.5 points.
 """
@@ -36,15 +37,21 @@ def old_rule(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--draws", type=int, default=20_000)
+    p.add_argument("--draws", type=int, default=100_000)
     p.add_argument("--sd", type=float, default=0.5)
     args = p.parse_args()
     rng = np.random.default_rng(0)
     sd, draws = args.sd, args.draws
     print(f"{draws} draws per seed count, seed spread {sd} points, 95% intervals")
     print()
-    print("seeds | false verdicts: compare | known spread | old rule | power: 1.0 pt | 1.5 pt")
-    print("------|-------------------------|--------------|----------|---------------|-------")
+    print(
+        "seeds | false verdicts: compare | known spread | old rule | power: 1.0 pt | 1.5 pt "
+        "| paired: false | power 1.0 pt (Welch)"
+    )
+    print(
+        "------|-------------------------|--------------|----------|---------------|--------"
+        "|---------------|--------------------"
+    )
     for n in range(1, 11):
         a, b = rng.normal(60, sd, (draws, n)), rng.normal(60, sd, (draws, n))
         false = decided(a, b).mean()
@@ -56,9 +63,23 @@ def main() -> None:
             x = rng.normal(60 + delta, sd, (draws, n))
             _, lo, _, _, _ = diff_intervals(x, rng.normal(60, sd, (draws, n)))
             powers.append((lo > 0).mean())
+        # rows trained with the same seeds share each seed's luck (here sd 2 points, as
+        # seen between seeds 0 and 1 of the 600-iteration pilot): compared seed by seed
+        paired = "          -   |          -"
+        if n >= 2:
+            luck = rng.normal(0, 2.0, (draws, n))
+            pa, pb = (
+                60 + luck + rng.normal(0, sd, (draws, n)),
+                60 + luck + rng.normal(0, sd, (draws, n)),
+            )
+            _, lo, hi, _, _ = diff_intervals(pa, pb, paired=True)
+            p_false = ((lo > 0) | (hi < 0)).mean()
+            _, lo_p, _, _, _ = diff_intervals(pa + 1.0, pb, paired=True)
+            _, lo_w, _, _, _ = diff_intervals(pa + 1.0, pb)
+            paired = f"{100 * p_false:12.2f}% | {100 * (lo_p > 0).mean():7.1f}% ({100 * (lo_w > 0).mean():.1f}%)"
         print(
             f"{n:5d} | {100 * false:22.2f}% | {known} | {100 * old:7.1f}% "
-            f"| {100 * powers[0]:12.1f}% | {100 * powers[1]:5.1f}%"
+            f"| {100 * powers[0]:12.1f}% | {100 * powers[1]:5.1f}% | {paired}"
         )
     print()
     for delta in (0.5, 1.0, 1.5, 2.0):
