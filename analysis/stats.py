@@ -157,7 +157,7 @@ def diff_intervals(
         inf = np.full(k, math.inf)
         return diff, -inf, inf, np.full(k, math.nan), np.full(k, math.nan)
     crit = np.where(np.isinf(df), stats.norm.ppf(q), stats.t.ppf(q, np.where(np.isinf(df), 1, df)))
-    half = crit * sd * math.sqrt(1 / na + 1 / nb)
+    half = np.where(sd > ZERO_SPREAD, crit * sd * math.sqrt(1 / na + 1 / nb), math.inf)
     return diff, diff - half, diff + half, sd, df
 
 

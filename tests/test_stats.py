@@ -199,3 +199,4 @@ def test_compare_pairs_only_equal_seed_lists() -> None:
 def test_a_spread_of_exactly_zero_is_no_estimate() -> None:
     assert compare([30.0, 31.0], [29.0, 30.0], paired=True).ci == (-math.inf, math.inf)
     assert compare([30.0, 30.0], [29.0, 29.0]).verdict == "inconclusive"
+    assert compare([31.0], [29.0, 29.0]).verdict == "inconclusive"
