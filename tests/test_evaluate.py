@@ -245,3 +245,17 @@ def test_per_image_counts_add_up_to_the_split_scores(tiny: DataSource) -> None:
     names = [p.name.removesuffix("_leftImg8bit.png") for p, _ in tiny.dataset("val").samples]
     assert list(per.ids) == names  # file names without the suffix, in evaluation order
     assert result.to_dict()["per_image"]["union"] == per.union
+
+
+def test_per_image_counts_of_the_cityscapes_val_set_fit_in_a_record() -> None:
+    """500 images x 19 classes at 2048x1024: integers on one line per image, ~200 kB."""
+    from runners.evaluate.metrics import PerImage
+    from searchspace.atomic import json_text
+
+    rng = np.random.default_rng(0)
+    union = rng.integers(0, 2048 * 1024 // 4, size=(500, 19))
+    inter = (union * rng.uniform(0, 1, size=union.shape)).astype(np.int64)
+    ids = tuple(f"frankfurt_000001_{i:06d}_leftImg8bit"[:-12] for i in range(500))
+    text = json_text({"per_image": PerImage(ids, inter.tolist(), union.tolist()).to_dict()})
+    assert len(text) < 250_000, len(text)
+    assert text.count("\n") < 1_100  # one line per image and list, not one per number
