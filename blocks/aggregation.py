@@ -20,13 +20,28 @@ class BilateralGuidedAggregation(nn.Module):
     The semantic input is normally at 1/32 (V2). A finer one (V1's context path ends at
     1/8) is average-pooled to the 1/32 grid for the low branch, so BGA can fuse V1 too;
     for V2 inputs nothing changes.
+
+    The open reimplementations' forms: ``upsample="nearest"`` (CoinCheung's x4),
+    ``out_act`` (a ReLU after the output conv-BN; both) and ``bias`` on the two pointwise
+    convs (mmsegmentation).
     """
 
-    def __init__(self, detail_chs: int, semantic_chs: int, out_chs: int) -> None:
+    def __init__(
+        self,
+        detail_chs: int,
+        semantic_chs: int,
+        out_chs: int,
+        upsample: str = "bilinear",
+        out_act: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample={upsample!r}: expected 'bilinear' or 'nearest'")
         c = detail_chs
+        self.upsample = upsample
         self.detail_keep = nn.Sequential(
-            ConvBN(c, c, 3, groups=c, act=False), nn.Conv2d(c, c, 1, bias=False)
+            ConvBN(c, c, 3, groups=c, act=False), nn.Conv2d(c, c, 1, bias=bias)
         )
         self.detail_down = nn.Sequential(
             ConvBN(c, c, 3, stride=2, act=False),
@@ -35,21 +50,23 @@ class BilateralGuidedAggregation(nn.Module):
         self.semantic_up = ConvBN(semantic_chs, c, 3, act=False)
         self.semantic_keep = nn.Sequential(
             ConvBN(semantic_chs, semantic_chs, 3, groups=semantic_chs, act=False),
-            nn.Conv2d(semantic_chs, c, 1, bias=False),
+            nn.Conv2d(semantic_chs, c, 1, bias=bias),
         )
-        self.out = ConvBN(c, out_chs, 3, act=False)
+        self.out = ConvBN(c, out_chs, 3, act=out_act)
 
     def forward(
         self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]
     ) -> torch.Tensor:
         assert detail is not None and semantic is not None
-        high = self.detail_keep(detail) * torch.sigmoid(resize(self.semantic_up(semantic), size))
+        up = self.upsample
+        gate = resize(self.semantic_up(semantic), size, up)
+        high = self.detail_keep(detail) * torch.sigmoid(gate)
         down = self.detail_down(detail)
         if semantic.shape[-2:] != down.shape[-2:]:
             # V1's context path ends at 1/8: pool it to the 1/32 grid the low branch gates
             semantic = F.adaptive_avg_pool2d(semantic, down.shape[-2:])
         low = down * torch.sigmoid(self.semantic_keep(semantic))
-        return self.out(high + resize(low, size))
+        return self.out(high + resize(low, size, up))
 
 
 class SumFusion(nn.Module):
@@ -88,10 +105,12 @@ class ConcatFusion(nn.Module):
 class FeatureFusionModule(nn.Module):
     """BiSeNet V1's FFM: concat, 1x1 conv-BN-ReLU, channel attention, ``x + x * att``.
 
-    The attention is GAP -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid (the paper's Fig. 2c).
-    The paper gives no bottleneck; the authors' code uses none (``reduction=1``) and no
-    conv biases, which their parameter counts (1.542 M / 12.894 M) need. Open
-    reimplementations often use ``reduction=4``.
+    ``attention="mlp"``: GAP -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid (the paper's
+    Fig. 2c). The paper gives no bottleneck; the authors' code uses none (``reduction=1``)
+    and no conv biases, which their parameter counts (1.542 M / 12.894 M) need. Open
+    reimplementations often use ``reduction=4``. ``"conv_bn"``: GAP -> 1x1 conv-BN ->
+    sigmoid (CoinCheung); ``"conv_bn_relu"``: the same with a ReLU before the sigmoid, so
+    the attention is never below 0.5 (mmsegmentation).
     """
 
     def __init__(
@@ -101,17 +120,27 @@ class FeatureFusionModule(nn.Module):
         out_chs: int,
         reduction: int = 1,
         bias: bool = False,
+        attention: str = "mlp",
     ) -> None:
         super().__init__()
         self.fuse = ConvBN(detail_chs + semantic_chs, out_chs, 1)
-        mid = max(1, out_chs // reduction)
-        self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(out_chs, mid, 1, bias=bias),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid, out_chs, 1, bias=bias),
-            nn.Sigmoid(),
-        )
+        if attention == "mlp":
+            mid = max(1, out_chs // reduction)
+            self.attention = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(out_chs, mid, 1, bias=bias),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(mid, out_chs, 1, bias=bias),
+                nn.Sigmoid(),
+            )
+        elif attention in ("conv_bn", "conv_bn_relu"):
+            self.attention = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                ConvBN(out_chs, out_chs, 1, act=attention == "conv_bn_relu"),
+                nn.Sigmoid(),
+            )
+        else:
+            raise ValueError(f"attention={attention!r}: expected mlp, conv_bn or conv_bn_relu")
 
     def forward(
         self, detail: torch.Tensor | None, semantic: torch.Tensor | None, size: tuple[int, int]

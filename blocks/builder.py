@@ -47,6 +47,7 @@ def _semantic_block(spec: BiSeNetV2Spec) -> BlockFactory:
         expand=sem.ge_expand,
         gather_kernel=sem.ge_gather_kernel,
         down_dw=sem.ge_down_dw,
+        dw_act=sem.ge_dw_act,
     )
     return lambda i, o, s: make(i, o, stride=s)
 
@@ -73,13 +74,32 @@ def build_v2(spec: BiSeNetV2Spec) -> TwoBranchSegNet:
         fusion = DetailOnly()
     elif spec.aggregation == "semantic_only":
         fusion = SemanticOnly()
+    elif spec.aggregation == "bga":
+        fusion = BilateralGuidedAggregation(
+            plan.detail_widths[-1],
+            plan.semantic_widths[-1],
+            plan.fusion_width,
+            upsample=spec.bga_upsample,
+            out_act=spec.bga_out_act,
+            bias=spec.bga_bias,
+        )
     else:
         fusion = FUSIONS[spec.aggregation](
             plan.detail_widths[-1], plan.semantic_widths[-1], plan.fusion_width
         )
-    head = SegHead(plan.fusion_width, plan.head_width, spec.num_classes)
+    kind = spec.dropout_kind
+    head = SegHead(
+        plan.fusion_width, plan.head_width, spec.num_classes, drop=spec.head_dropout, drop_kind=kind
+    )
     boosters = {
-        pos: SegHead(chs, plan.booster_width, spec.num_classes)
+        pos: SegHead(
+            chs,
+            plan.booster_conv_widths[pos],
+            spec.num_classes,
+            form=spec.booster_form,
+            drop=spec.booster_dropout,
+            drop_kind=kind,
+        )
         for pos, chs in plan.booster_in_widths.items()
     }
     model = TwoBranchSegNet(detail, semantic, fusion, head, boosters)
@@ -116,6 +136,8 @@ def build_v1(spec: BiSeNetV1Spec) -> TwoBranchSegNet:
         lateral_kernel=ctx.lateral_kernel,
         global_context=ctx.global_context,
         refine=ctx.refine,
+        upsample=ctx.upsample,
+        align_corners=spec.align_corners,
     )
     fusion: nn.Module
     if spec.fusion == "cp_only":
@@ -126,13 +148,32 @@ def build_v1(spec: BiSeNetV1Spec) -> TwoBranchSegNet:
             plan.context_width,
             plan.fusion_width,
             reduction=spec.ffm_reduction,
+            attention=spec.ffm_attention,
         )
     else:
         fusion = FUSIONS[spec.fusion](plan.spatial_out, plan.context_width, plan.fusion_width)
-    head = SegHead(plan.fusion_width, plan.head_width, spec.num_classes)
+    kind, ac = spec.dropout_kind, spec.align_corners
+    head = SegHead(
+        plan.fusion_width,
+        plan.head_width,
+        spec.num_classes,
+        drop=spec.head_dropout,
+        drop_kind=kind,
+        align_corners=ac,
+    )
+    positions = list(plan.aux_in_widths)
+    if spec.aux_order == "cp16_first":
+        positions.reverse()  # the dict's order is the order of the training outputs
     aux = {
-        pos: SegHead(chs, plan.aux_width, spec.num_classes)
-        for pos, chs in plan.aux_in_widths.items()
+        pos: SegHead(
+            plan.aux_in_widths[pos],
+            plan.aux_width,
+            spec.num_classes,
+            drop=spec.aux_dropout,
+            drop_kind=kind,
+            align_corners=ac,
+        )
+        for pos in positions
     }
     model = TwoBranchSegNet(spatial, context, fusion, head, aux)
     kaiming_init(model)

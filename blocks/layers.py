@@ -37,11 +37,32 @@ class ConvBN(nn.Sequential):
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
 
-def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize to an explicit size (not a scale factor), so odd input sizes work."""
+def resize(
+    x: torch.Tensor,
+    size: tuple[int, int] | torch.Size,
+    mode: str = "bilinear",
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """Resize to an explicit size (not a scale factor), so odd input sizes work.
+
+    Where the size is an exact multiple, this equals the peers' ``scale_factor`` forms
+    (nearest picks floor(i / s), bilinear samples the same points), which is what makes
+    their networks and ours one function.
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def dropout(p: float, kind: str = "element") -> nn.Module | None:
+    """nn.Dropout (element-wise) or nn.Dropout2d (whole channels); None when ``p`` is 0."""
+    if p <= 0:
+        return None
+    if kind not in ("element", "channel"):
+        raise ValueError(f"dropout kind {kind!r}: expected 'element' or 'channel'")
+    return nn.Dropout(p) if kind == "element" else nn.Dropout2d(p)
 
 
 def kaiming_init(module: nn.Module) -> None:

@@ -3,21 +3,56 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from blocks.layers import ConvBN, resize
+from blocks.layers import ConvBN, dropout, resize
+
+HEAD_FORMS = ("single", "double", "up2")
 
 
 class SegHead(nn.Module):
-    """3x3 conv-BN-ReLU to ``mid_chs``, 1x1 conv to classes, bilinear upsample to input."""
+    """3x3 conv-BN-ReLU(s), optional dropout, 1x1 conv to classes, bilinear upsample.
 
-    def __init__(self, in_chs: int, mid_chs: int, num_classes: int) -> None:
+    ``widths`` are the 3x3 convs' widths; the form says how they are arranged:
+    ``single`` conv -> dropout -> classifier (the paper's head); ``double`` conv -> conv2 ->
+    dropout -> classifier (mmsegmentation's FCN heads); ``up2`` conv -> dropout ->
+    nearest x2 -> conv2 -> classifier (CoinCheung's booster heads). The logits are resized
+    to the input's size, which is where the peers' final upsampling also lands.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        widths: int | tuple[int, ...],
+        num_classes: int,
+        form: str = "single",
+        drop: float = 0.0,
+        drop_kind: str = "element",
+        align_corners: bool = False,
+    ) -> None:
         super().__init__()
-        self.conv = ConvBN(in_chs, mid_chs, 3)
-        self.classifier = nn.Conv2d(mid_chs, num_classes, 1)
+        widths = (widths,) if isinstance(widths, int) else tuple(widths)
+        if form not in HEAD_FORMS:
+            raise ValueError(f"form={form!r}: expected one of {', '.join(HEAD_FORMS)}")
+        if len(widths) != (1 if form == "single" else 2):
+            raise ValueError(f"widths={widths}: form {form!r} has {len(widths)} convs")
+        self.form = form
+        self.align_corners = align_corners
+        self.conv = ConvBN(in_chs, widths[0], 3)
+        self.conv2 = ConvBN(widths[0], widths[1], 3) if len(widths) == 2 else None
+        self.drop = dropout(drop, drop_kind)
+        self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return resize(self.classifier(self.conv(x)), size)
+        x = self.conv(x)
+        if self.form == "double":
+            x = self.conv2(x)  # type: ignore[misc]
+        if self.drop is not None:
+            x = self.drop(x)
+        if self.form == "up2":
+            x = self.conv2(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # type: ignore[misc]
+        return resize(self.classifier(x), size, align_corners=self.align_corners)
 
 
 class TwoBranchSegNet(nn.Module):

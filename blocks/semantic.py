@@ -36,6 +36,7 @@ class GELayer(nn.Module):
     act on e*C_in channels (the paper's text). ``expand="depthwise"``: the gather conv keeps
     C_in and a grouped 3x3 conv with channel multiplier e expands (open reimplementations).
     At stride 2 the depthwise part is two 3x3 convs (the first strided) or one 5x5.
+    ``dw_act`` adds a ReLU after the last depthwise conv, as both open reimplementations do.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class GELayer(nn.Module):
         expand: str = "gather",
         gather_kernel: int = 3,
         down_dw: str = "3x3x2",
+        dw_act: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -60,12 +62,12 @@ class GELayer(nn.Module):
         self.gather = ConvBN(in_chs, gather_out, gather_kernel)
         dw: list[nn.Module] = []
         if stride == 1:
-            dw.append(ConvBN(gather_out, mid, 3, groups=gather_out, act=False))
+            dw.append(ConvBN(gather_out, mid, 3, groups=gather_out, act=dw_act))
         elif down_dw == "5x5":
-            dw.append(ConvBN(gather_out, mid, 5, stride=2, groups=gather_out, act=False))
+            dw.append(ConvBN(gather_out, mid, 5, stride=2, groups=gather_out, act=dw_act))
         else:
             dw.append(ConvBN(gather_out, mid, 3, stride=2, groups=gather_out, act=False))
-            dw.append(ConvBN(mid, mid, 3, groups=mid, act=False))
+            dw.append(ConvBN(mid, mid, 3, groups=mid, act=dw_act))
         self.dw = nn.Sequential(*dw)
         self.project = ConvBN(mid, out_chs, 1, act=False)
         self.shortcut: nn.Module

@@ -178,6 +178,7 @@ def execute_run(
         scores = evaluate(
             model, data, "val", input_hw=run.recipe.eval_hw, device=device,
             amp=run.recipe.amp, channels_last=run.recipe.channels_last,
+            normalize=(run.recipe.input_mean, run.recipe.input_std),
         )  # fmt: skip
     except (ToolkitError, RuntimeError) as exc:
         return failed(f"evaluation failed: {one_line(exc, 500)}", train_part)

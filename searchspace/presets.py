@@ -8,10 +8,18 @@ the nearest multiple of 8, 352 (21.18 GMACs, +0.13%), because such widths vector
 better. Every other table row is then a prediction, not a fit
 (``tests/test_complexity.py`` prints them).
 
-``bisenetv1_x39`` and ``bisenetv1_r18`` are BiSeNet V1 as the authors' code builds it
-(see ``searchspace/v1.py``): 1,541,963 and 12,894,163 parameters at inference, exactly the
-code's 1.542 M and 12.894 M, and 3.07 / 11.58 GMACs at 640x360 (paper: 2.9 / 10.8).
-They live in ``V1_PRESETS``; ``PRESETS`` stays the V2 presets, because its callers treat
+``bisenetv1_x39`` and ``bisenetv1_r18`` have the layers of BiSeNet V1 as the authors' code
+builds it (see ``searchspace/v1.py``): 1,541,963 and 12,894,163 parameters at inference,
+exactly the code's 1.542 M and 12.894 M, and 3.07 / 11.58 GMACs at 640x360 (paper: 2.9 /
+10.8). Their bilinear resizes do not use align_corners, which the authors' code does:
+``bisenetv1_{x39,r18}_authors`` are the authors' function (and the ids of the first two
+are kept, since stored results are keyed by them).
+
+The ``*_coincheung`` and ``*_mmseg`` presets compute exactly what CoinCheung/BiSeNet's and
+mmsegmentation's models compute given the same weights (``runners.convert`` renames their
+checkpoints' keys); docs/peer-forms.md says where each differs from the paper.
+
+The V1 presets live in ``V1_PRESETS``; ``PRESETS`` stays the V2 presets, because its callers treat
 every entry as a V2 spec. ``get_preset`` and ``parse_spec`` know both (``ALL_PRESETS``).
 """
 
@@ -32,20 +40,61 @@ ArchSpec = BiSeNetV2Spec | BiSeNetV1Spec
 # The booster positions the paper chose (Table 4): stem, S3, S4, S5_4.
 PAPER_BOOSTERS = ("stem", "s3", "s4", "s5_4")
 
+_DWEXP = BiSeNetV2Spec(head_width=1024).replace(**{"semantic.ge_expand": "depthwise"})
+# what both V2 reimplementations add to the paper's layers (docs/peer-forms.md, section 6)
+_V2_PEER = {"semantic.ge_dw_act": True, "bga_out_act": True, "head_dropout": 0.1}
+
 PRESETS: dict[str, BiSeNetV2Spec] = {
     "bisenetv2": BiSeNetV2Spec(),
     "bisenetv2_l": BiSeNetV2Spec(width_mult=2.0, depth_mult=3.0),
-    # The form of the most used open reimplementation: grouped expansion, 1024-wide head,
-    # 4 booster heads with 128 mid channels.
-    "bisenetv2_dwexp": BiSeNetV2Spec(head_width=1024).replace(
-        **{"semantic.ge_expand": "depthwise"}
+    # The open reimplementations' layer shapes (grouped expansion, 1024-wide head, booster
+    # heads 128 wide) with the paper's activations, BGA and heads: the same parameters and
+    # MACs as CoinCheung's BiSeNetV2 but not the same function (bisenetv2_coincheung is).
+    "bisenetv2_dwexp": _DWEXP,
+    # Function-identical to CoinCheung/BiSeNet's BiSeNetV2 (lib/models/bisenetv2.py, the
+    # aux_mode form) and to mmsegmentation's BiSeNetV2 with its FCN decode and 4 aux heads.
+    "bisenetv2_coincheung": _DWEXP.replace(
+        **_V2_PEER, bga_upsample="nearest", booster_form="up2", booster_dropout=0.1
+    ),
+    "bisenetv2_mmseg": _DWEXP.replace(
+        **_V2_PEER,
+        bga_bias=True,
+        booster_form="double",
+        booster_dropout=0.1,
+        dropout_kind="channel",
     ),
 }
 
+_R18 = BiSeNetV1Spec().replace(**{"context.backbone": "resnet18"})
+# both V1 reimplementations: nearest U-shape, main head 256 and aux heads 64, aux outputs
+# cp16 first; they differ in the FFM attention and dropout
+_V1_PEER = {
+    "context.upsample": "nearest",
+    "head_width": 256,
+    "aux_width": 64,
+    "aux_order": "cp16_first",
+}
 
 V1_PRESETS: dict[str, BiSeNetV1Spec] = {
+    # The authors' widths and FFM, but bilinear resizes without align_corners, which
+    # neither the authors' code (align_corners=True) nor the reimplementations (nearest)
+    # use; the *_authors presets are the authors' function.
     "bisenetv1_x39": BiSeNetV1Spec(),
-    "bisenetv1_r18": BiSeNetV1Spec().replace(**{"context.backbone": "resnet18"}),
+    "bisenetv1_r18": _R18,
+    # The authors' code (ycszen/TorchSeg, model/bisenet/cityscapes.bisenet.{X39,R18}):
+    # bilinear with align_corners=True in the context path and the heads.
+    "bisenetv1_x39_authors": BiSeNetV1Spec(align_corners=True),
+    "bisenetv1_r18_authors": _R18.replace(align_corners=True),
+    # CoinCheung/BiSeNet lib/models/bisenetv1.py (conv-BN FFM attention, no dropout) and
+    # mmsegmentation's BiSeNetV1 (conv-BN-ReLU attention, Dropout2d 0.1 in every head)
+    "bisenetv1_r18_coincheung": _R18.replace(**_V1_PEER, ffm_attention="conv_bn"),
+    "bisenetv1_r18_mmseg": _R18.replace(
+        **_V1_PEER,
+        ffm_attention="conv_bn_relu",
+        head_dropout=0.1,
+        aux_dropout=0.1,
+        dropout_kind="channel",
+    ),
 }
 
 ALL_PRESETS: dict[str, ArchSpec] = {**PRESETS, **V1_PRESETS}

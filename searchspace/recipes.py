@@ -15,9 +15,11 @@ from typing import Literal
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     SCHEMA_VERSION,
+    added_field,
     canonical_json,
     check_applicable,
     from_dict,
+    normalise_numbers,
     parse_overrides,
     replace_paths,
     short_hash,
@@ -26,6 +28,9 @@ from searchspace.serialize import (
 KIND = "recipe"
 BudgetKind = Literal["iterations", "seconds", "images"]
 Loss = Literal["ce", "ohem"]
+# RGB in [0, 1]; mmsegmentation's 123.675/116.28/103.53 and 58.395/57.12/57.375 on 0-255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check(cond: bool, name: str, value: object, why: str) -> None:
@@ -74,8 +79,21 @@ class Recipe:
     eval_hw: tuple[int, int] | None = (128, 256)
     # evaluate every N iterations during training (0: only at the end); used for pruning
     eval_every: int = 0
+    # input normalisation, (x - mean) / std per RGB channel of x in [0, 1]: the network's
+    # weights depend on it, so a converted checkpoint carries its source's (CoinCheung's
+    # Cityscapes statistics differ from ImageNet's)
+    input_mean: tuple[float, float, float] = added_field(IMAGENET_MEAN)
+    input_std: tuple[float, float, float] = added_field(IMAGENET_STD)
 
     def __post_init__(self) -> None:
+        normalise_numbers(self)
+        _check(
+            all(0 <= m <= 1 for m in self.input_mean),
+            "input_mean",
+            self.input_mean,
+            "expects values in [0, 1] (images are scaled to [0, 1] first)",
+        )
+        _check(all(s > 0 for s in self.input_std), "input_std", self.input_std, "must be > 0")
         _check(
             len(self.crop_hw) == 2 and min(self.crop_hw) >= 32,
             "crop_hw",

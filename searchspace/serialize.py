@@ -2,7 +2,10 @@
 
 Specs are frozen dataclass trees whose leaves are int, float, bool, str or tuples of those.
 The canonical JSON (sorted keys, defaults included, a schema version) is the stored form;
-``spec_id`` hashes it, so two specs that build the same network share an id. The compact
+``spec_id`` hashes it, so two specs that build the same network share an id. Fields added
+after ids were first published (``added_field``) are the one exception to "defaults
+included": at their default they are left out, so every id made before they existed,
+and every stored record keyed by one, stays valid; set to anything else, they are in. The compact
 string lists only the fields that differ from the architecture's defaults, under short
 aliases, so it stays readable on a command line and in a table cell, and parses back to
 the identical spec.
@@ -24,13 +27,26 @@ SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    """Plain nested dict of a dataclass tree (tuples become lists), defaults included."""
+ADDED = "added"  # dataclass field metadata key: see ``added_field``
+
+
+def added_field(default: Any) -> Any:
+    """A spec field added after spec_ids were published: omitted from the canonical JSON
+    (so from the id) while it holds ``default``, which must be the network built before
+    the field existed. Reading JSON without it gives the default, so old files load."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
+
+
+def to_dict(obj: Any, canonical: bool = False) -> dict[str, Any]:
+    """Plain nested dict of a dataclass tree (tuples become lists), defaults included;
+    ``canonical`` leaves out ``added_field`` fields at their default (the id's form)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if canonical and f.metadata.get(ADDED) and value == f.default:
+            continue
         if dataclasses.is_dataclass(value):
-            out[f.name] = to_dict(value)
+            out[f.name] = to_dict(value, canonical)
         elif isinstance(value, tuple):
             out[f.name] = list(value)
         else:
@@ -39,8 +55,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def canonical_json(obj: Any, kind: str, indent: int | None = None) -> str:
-    """The serialised form: sorted keys, every field, the schema version and the kind."""
-    payload = {"schema": SCHEMA_VERSION, "kind": kind, "fields": to_dict(obj)}
+    """The serialised form: sorted keys, every field (``added_field`` ones only when not at
+    their default), the schema version and the kind."""
+    payload = {"schema": SCHEMA_VERSION, "kind": kind, "fields": to_dict(obj, canonical=True)}
     if indent is None:
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return json.dumps(payload, sort_keys=True, indent=indent)

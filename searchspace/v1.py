@@ -20,6 +20,7 @@ from typing import Literal
 from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
+    added_field,
     canonical_json,
     check_applicable,
     normalise_numbers,
@@ -43,6 +44,11 @@ FFM_REDUCTIONS = (1, 2, 4, 8, 16)
 Backbone = Literal["xception39", "resnet18"]
 SpatialForm = Literal["authors", "paper"]
 Fusion = Literal["ffm", "sum", "concat", "bga", "cp_only"]
+Upsample = Literal["bilinear", "nearest"]
+FFMAttention = Literal["mlp", "conv_bn", "conv_bn_relu"]
+FFM_ATTENTIONS = ("mlp", "conv_bn", "conv_bn_relu")
+AuxOrder = Literal["cp32_first", "cp16_first"]
+DropoutKind = Literal["element", "channel"]
 
 # Backbone trunks as (stem width, per-stage widths, per-stage depths). Xception39's widths
 # are its blocks' mid widths (outputs are 4x: 64, 128, 256); ResNet-18's are its stages.
@@ -99,9 +105,18 @@ class ContextPathSpec:
     # the authors' 3x3 conv-BN-ReLU after each U-shape upsample
     refine: bool = True
     out_width: int = 128
+    # the U-shape's x2 upsampling: the authors' code is bilinear (with align_corners, see
+    # BiSeNetV1Spec.align_corners), CoinCheung's and mmsegmentation's nearest
+    upsample: Upsample = added_field("bilinear")
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
+        _check(
+            self.upsample in ("bilinear", "nearest"),
+            "context.upsample",
+            self.upsample,
+            "expected 'bilinear' or 'nearest'",
+        )
         _check(
             self.backbone in BACKBONES,
             "context.backbone",
@@ -140,9 +155,42 @@ class BiSeNetV1Spec:
     # multiplies each backbone stage's block count (added blocks have stride 1)
     depth_mult: float = 1.0
     num_classes: int = 19
+    # --- where the reimplementations differ from the authors' code (docs/peer-forms.md) ---
+    # align_corners of the context path's and the heads' bilinear resizes (authors: True)
+    align_corners: bool = added_field(False)
+    # FFM attention after global pooling: "mlp" 1x1 conv -> ReLU -> 1x1 conv (paper and
+    # authors), "conv_bn" 1x1 conv-BN (CoinCheung), "conv_bn_relu" (mmsegmentation); then
+    # a sigmoid in every form
+    ffm_attention: FFMAttention = added_field("mlp")
+    head_dropout: float = added_field(0.0)
+    aux_dropout: float = added_field(0.0)
+    dropout_kind: DropoutKind = added_field("element")
+    # the order of the aux outputs in training (the authors: cp32 first; the peers: cp16)
+    aux_order: AuxOrder = added_field("cp32_first")
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
+        for name in ("head_dropout", "aux_dropout"):
+            p = getattr(self, name)
+            _check(0.0 <= p < 1.0, name, p, "a dropout rate must be in [0, 1)")
+        _check(
+            self.ffm_attention in FFM_ATTENTIONS,
+            "ffm_attention",
+            self.ffm_attention,
+            f"expected one of {', '.join(FFM_ATTENTIONS)}",
+        )
+        _check(
+            self.dropout_kind in ("element", "channel"),
+            "dropout_kind",
+            self.dropout_kind,
+            "expected 'element' or 'channel'",
+        )
+        _check(
+            self.aux_order in ("cp32_first", "cp16_first"),
+            "aux_order",
+            self.aux_order,
+            "expected 'cp32_first' or 'cp16_first'",
+        )
         _check(
             self.fusion in FUSIONS,
             "fusion",
@@ -182,8 +230,20 @@ class BiSeNetV1Spec:
         if fusion != "ffm":
             why = f"when fusion={fusion!r} (only the FFM has an attention bottleneck)"
             out.append(("ffm_reduction", why, _V1_DEFAULTS["ffm_reduction"]))
-        if not data["aux_positions"]:
-            out.append(("aux_width", "without auxiliary heads", _V1_DEFAULTS["aux_width"]))
+            why = f"when fusion={fusion!r} (only the FFM has this attention)"
+            out.append(("ffm_attention", why, _V1_DEFAULTS["ffm_attention"]))
+        elif data["ffm_attention"] != "mlp":
+            why = f"when ffm_attention={data['ffm_attention']!r} (only the MLP has a bottleneck)"
+            out.append(("ffm_reduction", why, _V1_DEFAULTS["ffm_reduction"]))
+        aux = data["aux_positions"]
+        if not aux:
+            why = "without auxiliary heads"
+            out += [(k, why, _V1_DEFAULTS[k]) for k in ("aux_width", "aux_dropout")]
+        if len(aux) < 2:
+            out.append(("aux_order", "with fewer than two aux heads", _V1_DEFAULTS["aux_order"]))
+        if data["head_dropout"] == 0 and (not aux or data["aux_dropout"] == 0):
+            why = "without dropout (head_dropout and aux_dropout are 0)"
+            out.append(("dropout_kind", why, _V1_DEFAULTS["dropout_kind"]))
         return out
 
     # --- views --------------------------------------------------------------------
@@ -208,7 +268,16 @@ class BiSeNetV1Spec:
 
 _SPATIAL_DEFAULTS = {f: getattr(SpatialPathSpec, f) for f in SpatialPathSpec.__dataclass_fields__}
 _V1_DEFAULTS = {
-    f: getattr(BiSeNetV1Spec, f) for f in ("fusion_width", "ffm_reduction", "aux_width")
+    f: getattr(BiSeNetV1Spec, f)
+    for f in (
+        "fusion_width",
+        "ffm_reduction",
+        "ffm_attention",
+        "aux_width",
+        "aux_dropout",
+        "aux_order",
+        "dropout_kind",
+    )
 }
 
 # Short names for the compact string; the keys are the dotted field paths.
@@ -222,6 +291,7 @@ ALIASES: dict[str, str] = {
     "context.global_context": "gc",
     "context.refine": "ref",
     "context.out_width": "cpo",
+    "context.upsample": "up",
     "fusion": "fus",
     "fusion_width": "fw",
     "ffm_reduction": "red",
@@ -231,6 +301,12 @@ ALIASES: dict[str, str] = {
     "width_mult": "a",
     "depth_mult": "d",
     "num_classes": "nc",
+    "align_corners": "ac",
+    "ffm_attention": "fatt",
+    "head_dropout": "hdo",
+    "aux_dropout": "ado",
+    "dropout_kind": "dok",
+    "aux_order": "aord",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from searchspace.checks import check, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
+    added_field,
     canonical_json,
     check_applicable,
     normalise_numbers,
@@ -32,6 +33,12 @@ SemanticBlock = Literal["ge", "ib"]
 GEExpand = Literal["gather", "depthwise"]
 DownDW = Literal["3x3x2", "5x5"]
 Aggregation = Literal["bga", "sum", "concat", "ffm", "detail_only", "semantic_only"]
+Upsample = Literal["bilinear", "nearest"]
+BoosterForm = Literal["single", "double", "up2"]
+DropoutKind = Literal["element", "channel"]
+BOOSTER_FORMS = ("single", "double", "up2")
+# each booster tap's output stride: the "double" and "up2" forms size convs by stride^2
+TAP_STRIDES = {"stem": 4, "s3": 8, "s4": 16, "s5_4": 32, "s5_5": 32}
 
 
 _check = check
@@ -79,6 +86,9 @@ class SemanticBranchSpec:
     # the stride-2 GE layer's depthwise part: two 3x3 convs (paper) or one 5x5 (Table 3b)
     ge_down_dw: DownDW = "3x3x2"
     context_embedding: bool = True
+    # ReLU after the GE layer's last depthwise conv: both open reimplementations have it
+    # (marked "not shown in paper"); the paper's Fig. 5 has none
+    ge_dw_act: bool = added_field(False)
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
@@ -133,9 +143,46 @@ class BiSeNetV2Spec:
     # d multiplies each semantic stage's layer count; the added layers have stride 1
     depth_mult: float = 1.0
     num_classes: int = 19
+    # --- where the open reimplementations differ from the paper (docs/peer-forms.md) ---
+    # BGA's x4 upsampling of the semantic gate and of the low branch (CoinCheung: nearest)
+    bga_upsample: Upsample = added_field("bilinear")
+    # ReLU after BGA's final 3x3 conv-BN (both reimplementations; the paper shows none)
+    bga_out_act: bool = added_field(False)
+    # a bias on BGA's two pointwise convs (mmsegmentation's DepthwiseSeparableConvModule)
+    bga_bias: bool = added_field(False)
+    # dropout between the seg head's 3x3 conv and its classifier (both use 0.1)
+    head_dropout: float = added_field(0.0)
+    # booster head form: "single" 3x3 conv (booster_width) -> 1x1; "double" two 3x3 convs
+    # of S^2 channels (S the tap's stride: 16/64/256/1024; mmsegmentation's FCN heads);
+    # "up2" 3x3 conv (booster_width) -> nearest x2 -> 3x3 conv (S^2) -> 1x1 (CoinCheung)
+    booster_form: BoosterForm = added_field("single")
+    booster_dropout: float = added_field(0.0)
+    # nn.Dropout ("element", CoinCheung) or nn.Dropout2d ("channel", mmsegmentation)
+    dropout_kind: DropoutKind = added_field("element")
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
+        for name in ("head_dropout", "booster_dropout"):
+            p = getattr(self, name)
+            _check(0.0 <= p < 1.0, name, p, "a dropout rate must be in [0, 1)")
+        _check(
+            self.bga_upsample in ("bilinear", "nearest"),
+            "bga_upsample",
+            self.bga_upsample,
+            "expected 'bilinear' or 'nearest'",
+        )
+        _check(
+            self.booster_form in BOOSTER_FORMS,
+            "booster_form",
+            self.booster_form,
+            f"expected one of {', '.join(BOOSTER_FORMS)}",
+        )
+        _check(
+            self.dropout_kind in ("element", "channel"),
+            "dropout_kind",
+            self.dropout_kind,
+            "expected 'element' or 'channel'",
+        )
         _check(
             self.aggregation in AGGREGATIONS,
             "aggregation",
@@ -188,8 +235,19 @@ class BiSeNetV2Spec:
             elif sem["exp_ratio"] == 1:
                 why = "when semantic.exp_ratio=1 (both expansion forms build the same layer)"
                 out.append(("semantic.ge_expand", why, _SEMANTIC_DEFAULTS["ge_expand"]))
-        if agg == "detail_only" or not data["booster_positions"]:
-            out.append(("booster_width", "without booster heads", _BOOSTER_WIDTH))
+        boosters = agg != "detail_only" and bool(data["booster_positions"])
+        if not boosters:
+            why = "without booster heads"
+            out += [(k, why, _V2_DEFAULTS[k]) for k in _BOOSTER_KNOBS]
+        elif data["booster_form"] == "double":
+            why = "when booster_form='double' (its convs are S^2 wide, S the tap's stride)"
+            out.append(("booster_width", why, _V2_DEFAULTS["booster_width"]))
+        if agg != "bga":
+            why = f"when aggregation={agg!r} (only BGA has it)"
+            out += [(k, why, _V2_DEFAULTS[k]) for k in _BGA_KNOBS]
+        if data["head_dropout"] == 0 and (not boosters or data["booster_dropout"] == 0):
+            why = "without dropout (head_dropout and booster_dropout are 0)"
+            out.append(("dropout_kind", why, _V2_DEFAULTS["dropout_kind"]))
         return out
 
     # --- views --------------------------------------------------------------------
@@ -216,8 +274,13 @@ _DETAIL_DEFAULTS = {"widths": DetailBranchSpec.widths, "depths": DetailBranchSpe
 _SEMANTIC_DEFAULTS = {
     f: getattr(SemanticBranchSpec, f) for f in SemanticBranchSpec.__dataclass_fields__
 }
-_GE_KNOBS = ("ge_expand", "ge_gather_kernel", "ge_down_dw")
-_BOOSTER_WIDTH = BiSeNetV2Spec.booster_width
+_GE_KNOBS = ("ge_expand", "ge_gather_kernel", "ge_down_dw", "ge_dw_act")
+_BOOSTER_KNOBS = ("booster_width", "booster_form", "booster_dropout")
+_BGA_KNOBS = ("bga_upsample", "bga_out_act", "bga_bias")
+_V2_DEFAULTS = {
+    f: getattr(BiSeNetV2Spec, f)
+    for f in (*_BOOSTER_KNOBS, *_BGA_KNOBS, "dropout_kind", "head_dropout")
+}
 
 # Short names for the compact string; the keys are the dotted field paths.
 ALIASES: dict[str, str] = {
@@ -232,6 +295,7 @@ ALIASES: dict[str, str] = {
     "semantic.ge_gather_kernel": "gk",
     "semantic.ge_down_dw": "ddw",
     "semantic.context_embedding": "ce",
+    "semantic.ge_dw_act": "gact",
     "aggregation": "agg",
     "head_width": "hw",
     "booster_positions": "bst",
@@ -239,6 +303,13 @@ ALIASES: dict[str, str] = {
     "width_mult": "a",
     "depth_mult": "d",
     "num_classes": "nc",
+    "bga_upsample": "bup",
+    "bga_out_act": "bact",
+    "bga_bias": "bbias",
+    "head_dropout": "hdo",
+    "booster_form": "bf",
+    "booster_dropout": "bdo",
+    "dropout_kind": "dok",
 }
 
 
@@ -277,6 +348,8 @@ class V2Plan:
     head_width: int
     booster_width: int
     booster_in_widths: dict[str, int] = field(default_factory=dict)
+    # the 3x3 convs of each booster head, in order (one for "single", two otherwise)
+    booster_conv_widths: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def has_detail(self) -> bool:
@@ -312,9 +385,16 @@ def resolve(spec: BiSeNetV2Spec) -> V2Plan:
     s5 = width("semantic S5", sem.s4_s5_widths[1])
     depths = tuple(depth(f"semantic stage S{i + 3}", n) for i, n in enumerate(sem.depths))
     head = width("head_width", spec.head_width)
-    booster = width("booster_width", spec.booster_width) if spec.booster_positions else 0
+    uses_width = spec.booster_positions and spec.booster_form != "double"
+    booster = width("booster_width", spec.booster_width) if uses_width else 0
     fusion = detail_widths[-1] if spec.aggregation != "semantic_only" else s5
     taps = {"stem": stem_width, "s3": s3, "s4": s4, "s5_4": s5, "s5_5": s5}
+    conv_widths: dict[str, tuple[int, ...]] = {}
+    for p in spec.booster_positions:
+        wide = width(f"booster at {p}", TAP_STRIDES[p] ** 2)
+        conv_widths[p] = {"single": (booster,), "double": (wide, wide), "up2": (booster, wide)}[
+            spec.booster_form
+        ]
     has_detail = spec.aggregation != "semantic_only"
     has_semantic = spec.aggregation != "detail_only"
     return V2Plan(
@@ -327,6 +407,7 @@ def resolve(spec: BiSeNetV2Spec) -> V2Plan:
         head_width=head,
         booster_width=booster,
         booster_in_widths={p: taps[p] for p in spec.booster_positions},
+        booster_conv_widths=conv_widths,
     )
 
 

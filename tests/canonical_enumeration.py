@@ -52,6 +52,22 @@ V2_MOVES: dict[str, Any] = {
     "width_mult": 1.5,
     "depth_mult": 2.0,
     "num_classes": 5,
+    "semantic.ge_dw_act": True,
+    "bga_upsample": "nearest",
+    "bga_out_act": True,
+    "bga_bias": True,
+    "head_dropout": 0.1,
+    "booster_form": "up2",
+    "booster_dropout": 0.1,
+    "dropout_kind": "channel",
+}
+# A second, smaller enumeration for the switches of the reimplementations' forms (head
+# forms and dropout), crossed with the main switches they interact with.
+V2_PEER_SWITCHES: dict[str, tuple[Any, ...]] = {
+    "booster_form": ("single", "double", "up2"),
+    "head_dropout": (0.0, 0.1),
+    "aggregation": ("bga", "sum", "detail_only"),
+    "booster_positions": ((), ("s4",)),
 }
 # the V2 base is shallower than the paper's model only to build faster
 V2_BASE_CHANGES = {"semantic.depths": (1, 1, 1)}
@@ -77,6 +93,19 @@ V1_MOVES: dict[str, Any] = {
     "width_mult": 0.5,
     "depth_mult": 2.0,
     "num_classes": 5,
+    "context.upsample": "nearest",
+    "align_corners": True,
+    "ffm_attention": "conv_bn",
+    "head_dropout": 0.1,
+    "aux_dropout": 0.1,
+    "dropout_kind": "channel",
+    "aux_order": "cp16_first",
+}
+V1_PEER_SWITCHES: dict[str, tuple[Any, ...]] = {
+    "ffm_attention": ("mlp", "conv_bn_relu"),
+    "head_dropout": (0.0, 0.1),
+    "aux_positions": ((), ("cp16",), ("cp32", "cp16")),
+    "fusion": ("ffm", "sum"),
 }
 
 
@@ -173,13 +202,15 @@ def _combos(switches: Mapping[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]
         yield dict(zip(keys, values))
 
 
-def enumerate_reach(census: Census, kind: str) -> tuple[list[Reach], int]:
-    """Every switch combination x every other field moved; (results, invalid combos)."""
+def enumerate_reach(census: Census, kind: str, peer: bool = False) -> tuple[list[Reach], int]:
+    """Every switch combination x every other field moved; (results, invalid combos).
+    ``peer``: the smaller enumeration over the reimplementations' switches."""
     if kind == "v2":
         base = BiSeNetV2Spec().replace(**V2_BASE_CHANGES)
-        switches, moves = V2_SWITCHES, V2_MOVES
+        switches, moves = (V2_PEER_SWITCHES if peer else V2_SWITCHES), V2_MOVES
     else:
-        base, switches, moves = BiSeNetV1Spec(), V1_SWITCHES, V1_MOVES
+        base, moves = BiSeNetV1Spec(), V1_MOVES
+        switches = V1_PEER_SWITCHES if peer else V1_SWITCHES
     results: list[Reach] = []
     invalid = 0
     for combo in _combos(switches):
@@ -244,7 +275,8 @@ def full_census(n_random: int = 200) -> tuple[Census, list[Reach]]:
     census = Census()
     reach: list[Reach] = []
     for kind in ("v2", "v1"):
-        reach += enumerate_reach(census, kind)[0]
+        for peer in (False, True):
+            reach += enumerate_reach(census, kind, peer)[0]
     from searchspace.optuna_spaces import SPACES
 
     for name in ("v2-full", "v1-full"):

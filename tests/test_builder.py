@@ -90,7 +90,17 @@ ALTERNATIVES = {
     "width_mult": 1.25,
     "depth_mult": 2.0,
     "num_classes": 11,
+    "semantic.ge_dw_act": True,
+    "bga_upsample": "nearest",
+    "bga_out_act": True,
+    "bga_bias": True,
+    "head_dropout": 0.1,
+    "booster_form": "double",
+    "booster_dropout": 0.1,
+    "dropout_kind": "channel",
 }
+# a field that applies only once another is set: measured from that base
+ALTERNATIVE_BASES = {"dropout_kind": {"head_dropout": 0.1}}
 
 
 def _fingerprint(spec: BiSeNetV2Spec) -> tuple:
@@ -109,7 +119,7 @@ def test_alternatives_cover_every_field() -> None:
 
 @pytest.mark.parametrize("path", sorted(ALTERNATIVES))
 def test_every_field_reaches_its_module(path: str) -> None:
-    base = BiSeNetV2Spec()
+    base = BiSeNetV2Spec().replace(**ALTERNATIVE_BASES.get(path, {}))
     changed = base.replace(**{path: ALTERNATIVES[path]})
     assert changed != base
     before, after = _fingerprint(base), _fingerprint(changed)

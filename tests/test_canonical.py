@@ -36,8 +36,9 @@ def census() -> dict[str, Any]:
     c = Census()
     reach, invalid = [], {}
     for kind in ("v2", "v1"):
-        found, invalid[kind] = enumerate_reach(c, kind)
-        reach += found
+        for peer in (False, True):
+            found, invalid[(kind, peer)] = enumerate_reach(c, kind, peer)
+            reach += found
     points = {name: add_space_points(c, name, 250, seed=1) for name in ("v2-full", "v1-full")}
     add_presets_and_tables(c)
     return {"census": c, "reach": reach, "invalid": invalid, "points": points}
@@ -76,6 +77,10 @@ def test_every_field_reaches_the_network_or_is_rejected(census: dict[str, Any]) 
     assert {("v2", "semantic.ge_gather_kernel"), ("v2", "semantic.ge_expand")} <= off
     assert {("v2", "booster_width"), ("v2", "detail.depths"), ("v2", "depth_mult")} <= off
     assert {("v1", "ffm_reduction"), ("v1", "spatial.form"), ("v1", "aux_width")} <= off
+    # and the reimplementations' fields' rules
+    assert {("v2", "bga_bias"), ("v2", "dropout_kind"), ("v2", "semantic.ge_dw_act")} <= off
+    assert {("v2", "booster_form"), ("v2", "booster_width")} <= off  # width: double form
+    assert {("v1", "aux_order"), ("v1", "ffm_attention"), ("v1", "dropout_kind")} <= off
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ GOLDEN_IDS = {
     "bisenetv2": "5722b330ea",
     "bisenetv2_l": "ce7ac04b37",
     "bisenetv2_dwexp": "7dd3876ddb",
+    "bisenetv2_coincheung": "ca13c7f883",
+    "bisenetv2_mmseg": "5789cee258",
 }
 
 

@@ -47,11 +47,12 @@ class GlobalContext(nn.Module):
 
 
 class ContextPath(nn.Module):
-    """U-shape-8s as in the authors' code; returns every tap an aux head may use.
+    """The authors' U-shape down to 1/8; returns every tap an aux head may use.
 
     ``cp32``: ARM(1/32) + global context, upsampled to 1/16 and refined; ``cp16``:
     ARM(1/16) + cp32, upsampled to 1/8 and refined; ``out`` is cp16. Upsampling goes to the
-    next feature's explicit size, so inputs that are not multiples of 32 work.
+    next feature's explicit size, so inputs that are not multiples of 32 work; its mode
+    is bilinear (the authors: with ``align_corners``) or nearest (CoinCheung, mmseg).
     """
 
     def __init__(
@@ -63,8 +64,14 @@ class ContextPath(nn.Module):
         lateral_kernel: int = 3,
         global_context: bool = True,
         refine: bool = True,
+        upsample: str = "bilinear",
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample={upsample!r}: expected 'bilinear' or 'nearest'")
+        self.upsample = upsample
+        self.align_corners = align_corners
         _, c16, c32 = tap_chs
         self.backbone = backbone
         self.global_context = GlobalContext(c32, out_chs) if global_context else None
@@ -79,6 +86,7 @@ class ContextPath(nn.Module):
         top = self.arm32(x32)
         if self.global_context is not None:
             top = top + self.global_context(x32)  # 1x1 map: the add broadcasts it
-        cp32 = self.refine32(resize(top, x16.shape[-2:]))
-        cp16 = self.refine16(resize(self.arm16(x16) + cp32, x8.shape[-2:]))
+        up, ac = self.upsample, self.align_corners
+        cp32 = self.refine32(resize(top, x16.shape[-2:], up, ac))
+        cp16 = self.refine16(resize(self.arm16(x16) + cp32, x8.shape[-2:], up, ac))
         return {"cp32": cp32, "cp16": cp16, "out": cp16}

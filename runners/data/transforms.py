@@ -20,9 +20,7 @@ import torch
 from PIL import Image
 
 from runners.data.labels import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from searchspace.recipes import IMAGENET_MEAN, IMAGENET_STD
 
 Transform = Callable[[object, object], tuple[object, object]]
 

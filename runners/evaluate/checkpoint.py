@@ -87,4 +87,5 @@ def evaluate_checkpoint(
         amp=recipe.amp,
         channels_last=recipe.channels_last,
         progress=progress,
+        normalize=(recipe.input_mean, recipe.input_std),
     )

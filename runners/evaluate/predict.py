@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from runners.data.datasets import DataSource
 from runners.data.labels import train_to_label
+from runners.data.transforms import eval_transform
 from runners.env import cuda_available
 from runners.evaluate.metrics import (
     EvalResult,
@@ -131,6 +132,7 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
     per_image: bool = True,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> EvalResult:
     """Score ``model`` on a split: one confusion matrix over all images at label resolution.
 
@@ -139,14 +141,16 @@ def evaluate(
 
     ``input_hw`` is the network input (None: each image's own size). With
     ``save_predictions`` each prediction is also written as a PNG of Cityscapes labelIds
-    (trainIds for folder datasets) named after its image.
+    (trainIds for folder datasets) named after its image. ``normalize`` is the (mean, std)
+    the weights were trained with (a recipe's ``input_mean``/``input_std``; None: ImageNet).
     """
     if max_images is not None and max_images < 1:
         raise UsageError(f"max_images={max_images}: must be >= 1")
     if not scales or min(scales) <= 0:
         raise UsageError(f"scales={tuple(scales)}: need positive scales")
     dev = _device(device)
-    dataset = data_source.dataset(split)
+    transform = eval_transform(*normalize) if normalize is not None else None
+    dataset = data_source.dataset(split, transform=transform)
     image_paths = [p for p, _ in dataset.samples]
     subset = _samples(dataset, max_images)
     n = len(subset)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
     python -m runners.export --spec bisenetv2 --onnx bisenetv2.onnx
     python -m runners.export --spec v2:agg=sum --onnx sum.onnx --input-hw 512 1024 --opset 18
+    python -m runners.export --checkpoint converted.pt --onnx model.onnx   # trained weights
 
 The file appears only once the export has passed the onnxruntime check (max abs
 difference on a random input within 1e-4): it is written to a temp file and renamed.
@@ -28,21 +29,24 @@ MIN_OPSET = 13  # older opsets lack the resize semantics bilinear upsampling nee
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m runners.export", description=__doc__.split("\n")[0])
-    p.add_argument("--spec", default="bisenetv2", help="preset, 'v2:key=value,...' or JSON file")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--spec", help="preset, 'v2:key=value,...' or JSON file (default bisenetv2)")
+    what.add_argument("--checkpoint", help="a toolkit checkpoint (or run folder) to export")
     p.add_argument("--onnx", required=True, metavar="FILE", help="where to write the model")
     p.add_argument("--input-hw", nargs=2, metavar=("H", "W"), default=["512", "1024"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--exporter", default="dynamo", help=f"{' or '.join(EXPORTERS)}")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (--spec)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     input_hw = parse_input_hw(args.input_hw)
-    spec = parse_spec(args.spec)
+    what = args.checkpoint or args.spec or "bisenetv2"
+    spec = parse_spec(what) if args.checkpoint is None else None
     if args.opset < MIN_OPSET:
         raise UsageError(f"--opset {args.opset}: must be at least {MIN_OPSET}")
     if args.exporter not in EXPORTERS:
@@ -52,7 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_check:
         require_onnxruntime("--onnx check (or pass --no-check)")
     path = check_output_path(args.onnx, "--onnx")
-    model = build_real(spec, seed=args.seed)
+    if args.checkpoint is not None:
+        from runners.evaluate.checkpoint import load_model
+
+        model, spec, _ = load_model(args.checkpoint)
+    else:
+        model = build_real(spec, seed=args.seed)
     result = export_onnx(
         model,
         path,
@@ -63,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     shape = "x".join(map(str, result.input_shape))
     print(
-        f"exported {args.spec} ({spec.to_string()}, id {spec.spec_id}) to {result.path}: "
+        f"exported {what} ({spec.to_string()}, id {spec.spec_id}) to {result.path}: "
         f"{result.size_bytes / 2**20:.1f} MiB, input {shape}, {result.exporter} exporter, "
         f"opset {result.opset}"
     )

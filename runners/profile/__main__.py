@@ -4,6 +4,7 @@
     python -m runners.profile --spec v2:agg=sum --no-latency
     python -m runners.profile --table 3a --csv 3a.csv --json 3a.json
     python -m runners.profile --spec bisenetv2 --fold-bn --channels-last --threads 2
+    python -m runners.profile --checkpoint converted.pt      # a (converted) checkpoint
 
 Every check runs before any work, so a bad flag costs nothing and writes nothing.
 """
@@ -42,6 +43,9 @@ def build_parser() -> ArgumentParser:
     what = p.add_mutually_exclusive_group()
     what.add_argument(
         "--spec", help="preset, 'v2:key=value,...' or a JSON file (default bisenetv2)"
+    )
+    what.add_argument(
+        "--checkpoint", help="a toolkit checkpoint (or run folder): its spec and weights"
     )
     what.add_argument(
         "--table", help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1)"
@@ -96,7 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_hw = table.rows[0].input_hw  # the paper's own input (360x640 for V1's Table 4)
     else:
         input_hw = DEFAULT_INPUT_HW
-    spec = None if table is not None else parse_spec(args.spec or "bisenetv2")
+    model = None
+    if args.checkpoint is not None:
+        from runners.evaluate.checkpoint import load_model
+
+        model, spec, _ = load_model(args.checkpoint)
+    else:
+        spec = None if table is not None else parse_spec(args.spec or "bisenetv2")
     counters = check_counters([c.strip() for c in args.counters.split(",") if c.strip()])
     warmup, repeats = TABLE_REPEATS if table is not None else SPEC_REPEATS
     cfg = LatencyConfig(
@@ -155,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency,
             batch=args.batch,
             onnxruntime=args.onnxruntime,
-            label=args.spec or "bisenetv2",
+            label=args.checkpoint or args.spec or "bisenetv2",
+            model=model,
         )
         results = [profile]
         print(format_profile(profile, include_environment=False))

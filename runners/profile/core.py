@@ -196,8 +196,10 @@ def profile_spec(
     batch: int = 1,
     onnxruntime: bool = False,
     label: str | None = None,
+    model: nn.Module | None = None,
 ) -> ProfileResult:
-    """Count and (optionally) time one spec. MACs are per image, whatever ``batch`` is."""
+    """Count and (optionally) time one spec. MACs are per image, whatever ``batch`` is.
+    ``model``: the spec's network with its weights (a checkpoint's), else seeded ones."""
     input_hw = check_input_hw(tuple(input_hw))
     counters = check_counters(counters)
     if batch < 1:
@@ -207,7 +209,7 @@ def profile_spec(
     if onnxruntime:
         require_onnxruntime("--onnxruntime")
     needs_real = latency is not None or onnxruntime or len(counters) > 1
-    real = build_real(spec) if needs_real else None
+    real = model.cpu().eval() if model is not None else build_real(spec) if needs_real else None
     counts = count_spec(spec, input_hw, counters, real_model=real)
     lat = ort = fold = None
     shape = (batch, 3, *input_hw)

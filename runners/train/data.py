@@ -97,6 +97,8 @@ class KeyedAugmentedDataset(Dataset):
             flip_p=0.5 if recipe.flip else 0.0,
             jitter=(jitter, jitter, jitter),
             generator=self.generator,
+            mean=recipe.input_mean,
+            std=recipe.input_std,
         )
 
     def __len__(self) -> int:

@@ -458,6 +458,7 @@ class _Run:
                     device=self.device,
                     amp=self.amp,
                     channels_last=self.recipe.channels_last,
+                    normalize=(self.recipe.input_mean, self.recipe.input_std),
                 )
             self.evals.append(
                 {"iteration": self.iteration, "images": self.images, "miou": result.miou}
