@@ -6,6 +6,7 @@ Anything that runs real arithmetic uses a 64x128 input, so the file takes second
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -141,9 +142,11 @@ def test_bn_folding_is_exact(spec_text: str) -> None:
     (2) BN given non-trivial statistics and affine parameters (a fold that forgot the
     running mean or the shift fails here): every folded conv against the original conv +
     BN, layer by layer, within 1e-5 relative (fp32 rounding; the algebra is exact).
-    (3) That model end to end: within 1e-4 of the logits' magnitude. A flat 1e-4 is not a
-    fair fp32 bound there: calibrated logits reach 20-70 (thousands for FFM), and changing
-    only the memory format, without folding, already moves bisenetv2_l's by ~2e-4.
+    (3) That model end to end, against the same model in fp64: within 1e-4 of the logits'
+    magnitude, or within 4x the unfolded fp32 model's own error. A flat 1e-4 is not a fair
+    fp32 bound: calibrated logits reach 20-70 (thousands for FFM), changing only the memory
+    format already moves bisenetv2_l's by ~2e-4, and the reimplementations' forms (ReLU
+    after the depthwise convs, nearest upsampling) sit ~6e-5 x scale from fp64 unfolded.
     """
     x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(1))
     model = real_model(spec_text)
@@ -162,8 +165,11 @@ def test_bn_folding_is_exact(spec_text: str) -> None:
             ref, got = bn(conv(xs)), folded.get_submodule(conv_path)(xs)
             assert float((ref - got).abs().max()) <= 1e-5 * float(ref.abs().max()), conv_path
         scale = float(calibrated(x).abs().max())
-    diff = max_abs_diff(calibrated, folded, x)
-    assert diff < 1e-4 * max(scale, 1.0), (spec_text, diff, scale)
+        # the fp32 floor: the unfolded model's own distance from the same model in fp64
+        exact = copy.deepcopy(calibrated).double()(x.double())
+        floor = float((calibrated(x).double() - exact).abs().max())
+        error = float((folded(x).double() - exact).abs().max())
+    assert error < max(1e-4 * max(scale, 1.0), 4 * floor), (spec_text, error, floor, scale)
     # the original is untouched; only BNs that follow no conv remain in the copy
     assert any(isinstance(m, nn.BatchNorm2d) for m in calibrated.modules())
     left = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
