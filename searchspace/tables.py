@@ -250,14 +250,38 @@ def _paper_numbers(csv_path: Traversable = V2_CSV) -> dict[tuple[str, str], dict
         return {(r["table"], r["row"]): r for r in csv.DictReader(fh)}
 
 
+# Not a paper table: every named preset as one row, so that ``profile --table presets`` and
+# ``ablate --table presets`` compare them (the peers' forms beside the paper's) like any table.
+PRESET_TABLE = "presets"
+
+
+def _preset_table() -> PaperTable:
+    from searchspace.presets import ALL_PRESETS
+
+    rows = tuple(
+        PaperRow(
+            table=PRESET_TABLE,
+            row=name,
+            setting=spec.to_string(),
+            spec=spec,
+            paper=PRESET_TABLE,
+            note="a named preset; no paper row",
+        )
+        for name, spec in ALL_PRESETS.items()
+    )
+    return PaperTable(PRESET_TABLE, "Every named preset at 512x1024 (no paper numbers)", rows)
+
+
 @cache
 def get_table(table: str) -> PaperTable:
+    if table == PRESET_TABLE:
+        return _preset_table()
     if table in _ROWS:
         source, (title, rows) = _V2_SOURCE, _ROWS[table]
     elif table in _V1_ROWS:
         source, (title, rows) = _V1_SOURCE, _V1_ROWS[table]
     else:
-        known = ", ".join((*_ROWS, *_V1_ROWS))
+        known = ", ".join((*_ROWS, *_V1_ROWS, PRESET_TABLE))
         raise SpecError(f"unknown table {table!r} (known: {known})")
     numbers = _paper_numbers(source.csv_path)
     csv_table = table.removeprefix(source.prefix)

@@ -264,3 +264,28 @@ def test_the_forms_differ_where_the_peers_do() -> None:
     assert isinstance(mm, nn.Dropout2d) and type(cc) is nn.Dropout
     zeros = mm.train()(torch.ones(1, 64, 4, 4)).eq(0)
     assert bool((zeros.all(dim=(2, 3)) | (~zeros).all(dim=(2, 3))).all())  # whole channels
+
+
+def test_the_presets_table_names_every_preset_for_profile_and_ablate(capsys) -> None:
+    from runners.profile.__main__ import main as profile_main
+    from searchspace.presets import ALL_PRESETS
+    from searchspace.tables import get_table
+
+    table = get_table("presets")
+    assert [r.row for r in table.rows] == list(ALL_PRESETS)
+    assert all(r.spec == ALL_PRESETS[r.row] and r.paper_gmacs is None for r in table.rows)
+    argv = [
+        "--table",
+        "presets",
+        "--no-latency",
+        "--counters",
+        "flop_counter",
+        "--input-hw",
+        "64",
+        "128",
+    ]
+    with pytest.raises(SystemExit) as done:
+        run_cli(profile_main, argv)
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "presets/bisenetv2_mmseg" in printed and "presets/bisenetv1_r18_coincheung" in printed

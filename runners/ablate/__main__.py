@@ -23,7 +23,7 @@ from runners.experiment import ProfileSettings
 from runners.store import Store
 from searchspace.errors import UsageError
 from searchspace.recipes import parse_recipe
-from searchspace.tables import get_table, table_names
+from searchspace.tables import PRESET_TABLE, get_table, table_names
 
 DEFAULT_RESULTS = Path("runs") / "results"
 ALIASES = {"pair": "6", "v2": "6"}
@@ -66,7 +66,8 @@ def parser() -> ArgumentParser:
 
 
 def _all_tables() -> list[str]:
-    return list(table_names("all"))
+    """The paper tables, and the table of every named preset (listed last)."""
+    return [*table_names("all"), PRESET_TABLE]
 
 
 def _table_id(text: str) -> str:

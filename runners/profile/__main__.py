@@ -48,7 +48,8 @@ def build_parser() -> ArgumentParser:
         "--checkpoint", help="a toolkit checkpoint (or run folder): its spec and weights"
     )
     what.add_argument(
-        "--table", help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1)"
+        "--table",
+        help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1); or presets",
     )
     p.add_argument(
         "--input-hw",
