@@ -190,6 +190,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     save("unexpected", {**state, "head.extra.weight": torch.zeros(1)})
     save("shape", {**state, "bga.conv.0.weight": torch.zeros(128, 64, 3, 3)})
     save("good", state)
+    save("eval_mode", {k: v for k, v in state.items() if not k.startswith("aux")})
     save("not_a_state_dict", [1, 2, 3])
     save("code", {"state_dict": state, "trainer": Opaque()})
     files["text"] = tmp / "text.pth"
@@ -207,6 +208,7 @@ BAD = [
     ("good", "mmseg", "bisenetv1_x39", "mmseg has no form for this network; use bisenetv1_r18_mmseg"),
     ("good", "coincheung", "bisenetv2_coincheung:nc=5", "the file predicts 19 classes: add :nc=19"),
     ("good", "coincheung", "bisenetv2_coincheung:bst=s5_5", "has no heads at s5_5"),
+    ("eval_mode", "coincheung", "bisenetv2_coincheung", "no auxiliary-head weights: add :bst=none"),
     ("not_a_state_dict", "coincheung", "bisenetv2_coincheung", "expected a state dict"),
     ("code", "coincheung", "bisenetv2_coincheung", "loading it would run code, so it is refused"),
     ("text", "coincheung", "bisenetv2_coincheung", "not a readable torch weights file"),

@@ -147,9 +147,13 @@ def convert_state_dict(
             hint = f"; the file predicts {classes[0]} classes: add :nc={classes[0]} to --spec"
         raise CheckpointError(f"{where}: shape mismatch: {name_list(mismatched, 3)}{hint}")
     if missing:
+        hint = ""
+        if all(k.startswith("boosters.") for k in missing):
+            off = ":bst=none" if family(spec) == "v2" else ":aux=none"
+            hint = f" (the file has no auxiliary-head weights: add {off} to --spec)"
         raise CheckpointError(
             f"{where}: {len(missing)} weights of the network are not in the file:"
-            f" {name_list(missing)}"
+            f" {name_list(missing)}{hint}"
         )
     return Conversion({k: renamed[k] for k in own}, peer, spec, notes)
 
