@@ -28,6 +28,7 @@ from searchspace.serialize import (
 KIND = "recipe"
 BudgetKind = Literal["iterations", "seconds", "images"]
 Loss = Literal["ce", "ohem"]
+Pipeline = Literal["resize_first", "crop_first"]
 # RGB in [0, 1]; mmsegmentation's 123.675/116.28/103.53 and 58.395/57.12/57.375 on 0-255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,6 +85,12 @@ class Recipe:
     # Cityscapes statistics differ from ImageNet's)
     input_mean: tuple[float, float, float] = added_field(IMAGENET_MEAN)
     input_std: tuple[float, float, float] = added_field(IMAGENET_STD)
+    # how a training sample is made: resize the whole image, then crop (PIL; the pipeline
+    # every stored smoke/synth result was trained with), or draw the crop first and
+    # compute only its pixels (OpenCV; runners/data/sample.py: the same crops, pixels
+    # within one grey level, 4x less work at the paper recipe). A field, because the
+    # pixels differ and a stored result must be reproducible from its recipe.
+    pipeline: Pipeline = added_field("resize_first")
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
@@ -94,6 +101,12 @@ class Recipe:
             "expects values in [0, 1] (images are scaled to [0, 1] first)",
         )
         _check(all(s > 0 for s in self.input_std), "input_std", self.input_std, "must be > 0")
+        _check(
+            self.pipeline in ("resize_first", "crop_first"),
+            "pipeline",
+            self.pipeline,
+            "expected resize_first or crop_first",
+        )
         _check(
             len(self.crop_hw) == 2 and min(self.crop_hw) >= 32,
             "crop_hw",
@@ -202,6 +215,7 @@ RECIPES: dict[str, Recipe] = {
         channels_last=False,
         eval_hw=(512, 1024),
         eval_every=0,
+        pipeline="crop_first",
     ),
 }
 

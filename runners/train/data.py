@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from runners.data.sample import CropFirstSample
 from runners.data.transforms import train_transform
 from searchspace.recipes import Recipe
 
@@ -90,7 +91,8 @@ class KeyedAugmentedDataset(Dataset):
         self.generator = torch.Generator()
         jitter = recipe.color_jitter
         # The recipe's scales are a set to draw from, as in the paper ({0.75, ..., 2.0}).
-        self.transform = train_transform(
+        make = CropFirstSample if recipe.pipeline == "crop_first" else train_transform
+        self.transform = make(
             recipe.crop_hw,
             scales=recipe.scales,
             discrete_scales=True,
