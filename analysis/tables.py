@@ -40,6 +40,7 @@ TABLE_COLUMNS = (
     "gmacs",
     "gmacs_delta_pct",
     "latency_ms",
+    "latency_contended",
     "miou_pct",
     "miou_std_pct",
     "n_seeds",
@@ -204,6 +205,9 @@ def build_table(
             macs=int(macs) if macs is not None else None,
             gmacs=macs / 1e9 if macs is not None else None,
             latency_ms=ok["latency_ms"].median() if ok["latency_ms"].notna().any() else None,
+            # the most CPUs others used while any of its CPU timings ran: a row timed on a
+            # contended CPU is flagged in the rendered table and the notes
+            latency_contended=bool(ok["latency_contended"].fillna(False).astype(bool).any()),
             miou_pct=miou.mean() if len(miou) else None,
             miou_std_pct=miou.std(ddof=1) if len(miou) >= 2 else None,
             n_seeds=len(miou),
@@ -278,6 +282,14 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
         f"GMACs: multiply-adds at a {h}x{w} (HxW) input, the paper's 'GFLOPs' "
         "(GFLOPs = 2 x GMACs). mIoU in %: mean over seeds, std = sample std (blank for one seed)."
     )
+    if "latency_contended" in frame:
+        contended = frame.loc[frame["latency_contended"].fillna(False).astype(bool), "row"]
+        if len(contended):
+            notes.append(
+                f"LATENCY UNRELIABLE for {', '.join(contended)} (marked !): other processes"
+                " kept CPUs busy while they were timed. Re-time on a quiet machine:"
+                " python -m runners.ablate --remeasure-latency."
+            )
     setups = a.get("latency_setups") or []
     if setups:
         notes.append(
@@ -339,6 +351,9 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
         ):  # e.g. OHEM: same spec as the row above, other loss
             i = [c for c, _, _ in DISPLAY].index("spec_string")
             cells[i] = f"{cells[i]} + recipe {rec['recipe_changes']}"
+        if rec.get("latency_contended") is True and rec.get("latency_ms") is not None:
+            i = [c for c, _, _ in DISPLAY].index("latency_ms")
+            cells[i] += " !"
         body.append(cells)
     return headers, body, aligns
 

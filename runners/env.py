@@ -20,6 +20,20 @@ from typing import Any
 
 import torch
 
+from runners.cpus import usable_cpus
+
+
+def size_torch_threads() -> int:
+    """Cap torch's intra-op pool at the CPUs this process may use (``runners.cpus``): torch
+    counts the machine's CPUs, not a container's quota. Returns the pool size."""
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+    return torch.get_num_threads()
+
+
+size_torch_threads()  # every command imports this module before it computes anything
+
 
 @cache
 def cpu_model() -> str:
@@ -55,6 +69,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "device_name": cpu_model(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
         "hostname": socket.gethostname(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -119,7 +134,7 @@ def format_environment(env: dict[str, Any]) -> str:
         )
     else:
         line += f", CPU: {env['cpu']} ({env['cpu_count']} logical CPUs)"
-    load, cpus = env.get("load_avg_1m"), env.get("cpu_count") or 1
+    load, cpus = env.get("load_avg_1m"), env.get("usable_cpus") or env.get("cpu_count") or 1
     if load is not None:
         line += f", load average {load}"
     if env.get("omp_wait_policy_env"):

@@ -98,6 +98,8 @@ def profile_metrics(result: Any) -> dict[str, Any]:
             "device": lat.device,
             "threads": lat.threads,
             "dtype": lat.dtype,
+            "others_busy_cpus": lat.others_busy_cpus,
+            "contended": lat.contended,
         },
     }
 

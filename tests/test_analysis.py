@@ -482,3 +482,17 @@ def test_claims_add_a_paired_image_bootstrap_when_records_have_per_image_counts(
     claim = next(c for c in CLAIMS if c.id == "t2_bga_beats_concat_sum")
     (v,) = evaluate_claims(records, "smoke", claims=[claim])
     assert v.detail.count("images + seeds bootstrap [+") == 2, v.detail
+
+
+def test_a_row_timed_on_a_contended_cpu_is_marked(fixture_records, fixture_recipe):
+    records = fixture_records.copy()
+    assert not records["latency_contended"].any()  # made before the flag: read as quiet
+    table = build_table("2", records, fixture_recipe)
+    assert not table["latency_contended"].any()
+    assert "UNRELIABLE" not in to_markdown(table)
+    sid = table.set_index("row").loc["sum", "spec_id"]
+    records.loc[records["spec_id"] == sid, "latency_contended"] = True
+    md = to_markdown(build_table("2", records, fixture_recipe))
+    assert "LATENCY UNRELIABLE for sum (marked !)" in md
+    line = next(x for x in md.splitlines() if x.startswith("| sum |"))
+    assert " !" in line

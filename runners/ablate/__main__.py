@@ -153,8 +153,13 @@ def _print_dry_run(rows: list[dict], table_id: str) -> int:
     print(head)
     for r in rows:
         lat = f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-"
+        lat += " !" if r.get("contended") else ""
         paper = f"{r['gmacs_paper']:.2f}" if r["gmacs_paper"] is not None else "-"
         print(f"{r['row']:26s} {r['params_m']:9.3f} {paper:>12s} {r['gmacs']:8.2f} {lat:>11s}")
+    if any(r.get("contended") for r in rows):
+        print(
+            "! timed while other processes kept CPUs busy: unreliable; re-time on a quiet machine"
+        )
     return 0
 
 

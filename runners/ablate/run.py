@@ -169,6 +169,7 @@ def dry_run_rows(
                     "gmacs_paper": row.paper_gmacs,
                     "gmacs": metrics["macs"] / 1e9,
                     "latency_ms": (metrics["latency_ms"] or {}).get("median"),
+                    "contended": (metrics["latency_ms"] or {}).get("contended"),
                     "miou_paper": row.paper_miou,
                 }
             )

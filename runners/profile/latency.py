@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runners.cpus import OthersBusy
 from runners.env import cuda_available
 from runners.export.onnx import DEFAULT_OPSET, export_to_file, ort_session, require_onnxruntime
 from runners.profile.inference import fold_bn
@@ -131,6 +132,17 @@ class LatencyResult:
     images_per_s: float
     options: dict[str, Any] = field(default_factory=dict)  # channels_last, fold_bn, ...
     samples_ms: tuple[float, ...] = ()
+    # CPUs other processes kept busy while this was timed (runners.cpus.OthersBusy); a
+    # CPU timing with >= 0.5 of them is flagged as contended wherever it is shown
+    others_busy_cpus: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        return (
+            not self.device.startswith("cuda")
+            and self.others_busy_cpus is not None
+            and self.others_busy_cpus >= OthersBusy.CONTENDED
+        )
 
     @property
     def batch(self) -> int:
@@ -295,7 +307,8 @@ def measure_latency(
             if cfg.cuda_graphs:
                 step = _capture_cuda_graph(step)
             timer = _time_cuda if cfg.is_cuda else _time_cpu
-            samples = timer(step, cfg.warmup, cfg.repeats)
+            with OthersBusy() as others:
+                samples = timer(step, cfg.warmup, cfg.repeats)
     return summarize(
         samples,
         batch=shape[0],
@@ -315,6 +328,7 @@ def measure_latency(
             "cuda_graphs": cfg.cuda_graphs,
             "raw_hw": list(cfg.raw_hw) if cfg.scope == "end2end" else None,
         },
+        others_busy_cpus=others.cpus,
     )
 
 

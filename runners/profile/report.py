@@ -38,6 +38,17 @@ def _latency_line(lat: LatencyResult) -> str:
         f"({opts}; {lat.threads} threads, {lat.warmup} warm-up + {lat.repeats} timed, "
         f"{lat.timer}): median {lat.median_ms:.2f} ms, p95 {lat.p95_ms:.2f} ms, "
         f"IQR {lat.iqr_ms:.2f} ms, {lat.images_per_s:.2f} images/s"
+    ) + (contention_note(lat.others_busy_cpus) if lat.contended else "")
+
+
+CONTENDED_MARK = "!"
+
+
+def contention_note(others_busy_cpus: float | None) -> str:
+    """The flag a contended CPU timing carries wherever it is printed."""
+    return (
+        f" {CONTENDED_MARK} CONTENDED: other processes kept {others_busy_cpus:.1f} CPUs busy"
+        " while this was timed; the number is unreliable"
     )
 
 
@@ -128,9 +139,10 @@ def format_table(
         cells.append(_pct(r.macs_disagreement_pct))
         if has_lat:
             lat = r.latency
+            mark = CONTENDED_MARK if lat and lat.contended else ""
             cells += (
                 [
-                    f"{lat.median_ms:.2f}",
+                    f"{lat.median_ms:.2f}{mark}",
                     f"{lat.p95_ms:.2f}",
                     f"{lat.iqr_ms:.2f}",
                     f"{lat.images_per_s:.2f}",
@@ -155,6 +167,12 @@ def format_table(
         )
     for row, why in skipped:
         out.append(f"{row}: not run ({why})")
+    busy = [r.latency.others_busy_cpus for r in results if r.latency and r.latency.contended]
+    if busy:
+        out.append(
+            f"{CONTENDED_MARK} timed while other processes kept up to {max(busy):.1f} CPUs busy:"
+            " unreliable; re-time on a quiet machine"
+        )
     return "\n".join(out)
 
 
