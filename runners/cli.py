@@ -4,12 +4,35 @@ the checks every command makes on its output paths before any work."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from searchspace.cli import EXIT_USAGE, ArgumentParser, run_cli
 from searchspace.errors import UsageError, one_line
 
-__all__ = ["EXIT_USAGE", "ArgumentParser", "check_output_dir", "check_output_path", "run_cli"]
+__all__ = [
+    "EXIT_USAGE",
+    "ArgumentParser",
+    "check_output_dir",
+    "check_output_path",
+    "resolve_workers",
+    "run_cli",
+]
+
+
+def resolve_workers(workers: int | None, device: str) -> int:
+    """``--workers``: the default for the device when not given (``runners.cpus``), a
+    warning (not an error) when more than the usable CPUs, an error when negative."""
+    from runners.cpus import default_workers, workers_warning
+
+    if workers is None:
+        return default_workers(device)
+    if workers < 0:
+        raise UsageError(f"--workers {workers}: must be >= 0")
+    warning = workers_warning(workers)
+    if warning:
+        print(warning, file=sys.stderr)
+    return workers
 
 
 def check_output_path(path: str | os.PathLike, option: str) -> Path:

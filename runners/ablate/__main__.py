@@ -16,7 +16,7 @@ from analysis.records import load_records
 from analysis.tables import build_table, table_notes, to_markdown
 from runners.ablate.plan import plan_runs, resolve_tables
 from runners.ablate.run import dry_run_rows, remeasure_latency, run_ablation
-from runners.cli import ArgumentParser, run_cli
+from runners.cli import ArgumentParser, resolve_workers, run_cli
 from runners.data.datasets import parse_data_arg
 from runners.env import cuda_available
 from runners.experiment import ProfileSettings
@@ -52,7 +52,13 @@ def parser() -> ArgumentParser:
     )  # fmt: skip
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
-    p.add_argument("--workers", type=int, default=0, help="data-loader workers for training")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
+        " but one, at most 8)",
+    )
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -88,6 +94,7 @@ def print_list(out=sys.stdout) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.workers = resolve_workers(args.workers, args.device)
     if args.list:
         print_list()
         return 0

@@ -2,6 +2,7 @@
 
 python -m runners.data synth --out DIR [--train N --val N --height H --width W --seed S --force]
 python -m runners.data check synth | cityscapes:PATH | folder:PATH [--split NAME ...]
+python -m runners.data cache --data cityscapes:PATH [--split train] [--out DIR]
 
 ``check`` reads every file now (ignoring remembered verdicts) and remembers the verdict, so
 the next run on the same files does not check them again. The built-in dataset and the
@@ -47,7 +48,43 @@ def build_parser() -> ArgumentParser:
     check = sub.add_parser("check", help="decode and check every image and label of a dataset")
     check.add_argument("source", help="synth, synth:PATH, cityscapes:PATH or folder:PATH")
     check.add_argument("--split", action="append", help="split to check (default: all present)")
+    cache = sub.add_parser("cache", help="pre-decode a split for fast training (memory-mapped)")
+    cache.add_argument(
+        "--data", required=True, help="synth, synth:PATH, cityscapes:PATH, folder:PATH"
+    )
+    cache.add_argument("--split", default="train", help="split to decode (default train)")
+    cache.add_argument("--out", type=Path, default=None, help="folder (default: the cache folder)")
     return parser
+
+
+def _cache(args) -> int:
+    from runners.data.decoded import build_cache
+
+    source = parse_data_arg(args.data)
+    source.prepare()
+    dataset = source.dataset(args.split)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(dataset), desc=f"decode {args.split}", unit="img", leave=False)
+    start = time.perf_counter()
+    folder, built = build_cache(
+        source,
+        args.split,
+        dataset,
+        args.out,
+        on_progress=(lambda i, n: bar.update(1)) if bar is not None else None,
+    )
+    if bar is not None:
+        bar.close()
+    state = f"built in {time.perf_counter() - start:.0f} s" if built else "up to date"
+    print(
+        f"decoded {args.split} split of {source.label} ({len(dataset)} images): {folder} ({state})"
+    )
+    if args.out is not None:
+        print(f"train with: --decoded-cache {folder}")
+    return 0
 
 
 def _synth(args) -> int:
@@ -99,7 +136,7 @@ def _check(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _synth(args) if args.command == "synth" else _check(args)
+    return {"synth": _synth, "check": _check, "cache": _cache}[args.command](args)
 
 
 if __name__ == "__main__":

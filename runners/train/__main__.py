@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli import ArgumentParser, check_output_dir, run_cli
+from runners.cli import ArgumentParser, check_output_dir, resolve_workers, run_cli
 from runners.data.datasets import parse_data_arg
 from searchspace.presets import parse_spec
 from searchspace.recipes import Recipe, parse_recipe
@@ -42,7 +42,20 @@ def build_parser() -> ArgumentParser:
         help="continue a compatible checkpoint in --out (default: yes)",
     )
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="0: at the end")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument(
+        "--decoded-cache",
+        type=Path,
+        default=None,
+        help="a pre-decoded train split (python -m runners.data cache; its default place is"
+        " used without this)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
+        " but one, at most 8)",
+    )
     p.add_argument(
         "--eval",
         action=argparse.BooleanOptionalAction,
@@ -64,6 +77,7 @@ def recipe_with_budget(recipe: Recipe, args: argparse.Namespace) -> Recipe:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.workers = resolve_workers(args.workers, args.device)
     spec = parse_spec(args.spec)
     recipe = recipe_with_budget(parse_recipe(args.recipe), args)
     source = parse_data_arg(args.data)
@@ -86,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         workers=args.workers,
+        decoded_cache=args.decoded_cache,
     )
     if not is_main:
         return 0 if result.status == "ok" else 1

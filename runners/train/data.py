@@ -151,6 +151,6 @@ def make_train_loader(
         worker_init_fn=_seed_worker if workers else None,
         generator=torch.Generator().manual_seed(mix_seed(seed, rank, 0xD17A)),
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=workers > 0,  # workers outlive an epoch boundary
         prefetch_factor=2 if workers else None,
     )

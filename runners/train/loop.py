@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from blocks.builder import build_model
 from runners.data.datasets import DataSource
+from runners.data.decoded import CachedDataset, open_cache
 from runners.env import cuda_available
 from runners.evaluate.predict import autocast, evaluate
 from runners.train import checkpoint as ckpt
@@ -130,6 +131,7 @@ def train(
     workers: int = 0,
     stop_after: int | None = None,
     curve_at: Sequence[float] = (),
+    decoded_cache: Path | str | None = None,
 ) -> TrainResult:
     """Train ``spec`` under ``recipe`` on the source's train split; results go to ``run_dir``.
 
@@ -144,6 +146,8 @@ def train(
     as well, for a learning curve in ``TrainResult.evals``; like every evaluation it is
     outside the budget and leaves the training itself unchanged (same weights).
     Without ``resume`` the folder's old checkpoint and result are deleted first.
+    The train split is read from its pre-decoded cache (``runners.data.decoded``) when
+    one exists at the default place or at ``decoded_cache``: the same pixels, less work.
     Run under ``torchrun`` for DDP: ``recipe.batch_size`` is then the global batch.
     """
     if seed < 0:
@@ -170,6 +174,7 @@ def train(
             )
         run = _Run(spec, recipe, data_source, seed, Path(run_dir), dev, info, progress, workers)
         run.curve_at = tuple(sorted(set(curve_at)))
+        run.decoded_cache = Path(decoded_cache) if decoded_cache is not None else None
         return run.execute(on_eval, resume, checkpoint_every, stop_after)
     finally:
         dist_utils.teardown(info)
@@ -194,6 +199,7 @@ class _Run:
         self.run_dir, self.device, self.info = run_dir, device, info
         self.progress = progress and info.is_main
         self.workers = workers
+        self.decoded_cache: Path | None = None
         self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
         self.amp = recipe.amp
         self.iteration = 0
@@ -331,6 +337,9 @@ class _Run:
         dataset = self.source.dataset("train")
         if len(dataset) == 0:
             raise DataError(f"no training images in {self.source.label} at {self.source.path}")
+        cache = open_cache(self.source, "train", dataset, self.decoded_cache)
+        if cache is not None:
+            dataset = CachedDataset(dataset, cache)
         total = iterations_for(self.recipe)
         net = self._wrap()
         net.train()
