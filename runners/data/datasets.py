@@ -77,8 +77,10 @@ def _decode(path: Path, what: str, rgb: bool) -> tuple[Image.Image, np.ndarray]:
     """(header, pixels) of an image file, decoded the fastest exact way: HxWx3 RGB when
     ``rgb``, else the file's own single channel (labels)."""
     head = _open_image(path, what, decode=False)
-    if head.format == "PNG" and head.mode == ("RGB" if rgb else "L"):
-        arr = cv2.imread(str(path), _CV2_FLAGS[head.mode])
+    want = "RGB" if rgb else "L"
+    flag = _CV2_FLAGS.get(want) if head.format == "PNG" and head.mode == want else None
+    if flag is not None:
+        arr = cv2.imread(str(path), flag)
         if arr is None or arr.shape[:2] != (head.size[1], head.size[0]):
             raise DataError(f"cannot decode {what} {path}: truncated or damaged PNG")
         return head, cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if rgb else arr
@@ -260,11 +262,13 @@ class CityscapesDataset(PairedDataset):
         )
 
     def _to_train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        known = VALID_LABEL_MASK[raw]
-        if not known.all():
-            bad = np.unique(raw[~known])[:5].tolist()
+        # a 256-bin histogram and a lookup table: one pass each, about 1 ms apiece on a
+        # 2048x1024 label (numpy's fancy indexing took 6-7 ms for each)
+        present = cv2.calcHist([raw], [0], None, [256], [0, 256]).ravel() > 0
+        if (present & ~VALID_LABEL_MASK).any():
+            bad = np.flatnonzero(present & ~VALID_LABEL_MASK)[:5].tolist()
             raise DataError(f"label ids {bad} are not Cityscapes labelIds: {path}")
-        return LABEL_TO_TRAIN[raw]
+        return cv2.LUT(raw, LABEL_TO_TRAIN)
 
 
 class FolderDataset(PairedDataset):

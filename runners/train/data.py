@@ -122,6 +122,9 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # Not cv2.setNumThreads(1) here: in a worker forked while the parent's OpenCV pool was
+    # busy it deadlocks (measured: benchmarks/loader_bench.py hung in it). OpenCV resets
+    # its pool in forked children by itself.
 
 
 def make_train_loader(

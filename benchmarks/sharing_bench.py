@@ -1,0 +1,115 @@
+"""Two training jobs on one machine: how much each slows down, before and after.
+
+    .venv/bin/python benchmarks/sharing_bench.py [--steps 12] [--out FILE]
+
+A job is what an ablation row spends its time on: BiSeNetV2 training steps (forward,
+backward, SGD) at the smoke recipe's batch (8 x 128x256, bf16 autocast, channels_last),
+timed after two warm-up steps. Each setting runs one job alone, then two at once, and
+reports the slowdown (pair time / alone time; 2.0 is a fair share of the CPUs).
+
+- before: the OpenMP runtime's default wait policy (idle threads spin before they
+  sleep) and torch's default pool; what every command did until now;
+- after: what ``runners`` does now: ``OMP_WAIT_POLICY=PASSIVE`` set before torch loads,
+  the pool sized to the usable CPUs (``runners.cpus``).
+
+Run it on a quiet machine (nothing else running): the header shows the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+JOB = r"""
+import json, os, sys, time
+if os.environ.get("BENCH_SETTING") == "after":
+    import runners  # sets OMP_WAIT_POLICY=PASSIVE before torch loads
+import torch
+sys.path.insert(0, {root!r})
+if os.environ.get("BENCH_SETTING") == "after":
+    from runners.env import size_torch_threads
+    size_torch_threads()
+from blocks.builder import build_model
+from searchspace.presets import get_preset
+torch.manual_seed(0)
+model = build_model(get_preset("bisenetv2")).train().to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+x = torch.randn(8, 3, 128, 256).to(memory_format=torch.channels_last)
+y = torch.randint(0, 19, (8, 128, 256))
+def step():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        loss = sum(torch.nn.functional.cross_entropy(o.float(), y) for o in out)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+for _ in range(2):
+    step()
+t0 = time.perf_counter()
+for _ in range({steps}):
+    step()
+print(json.dumps({{"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}}))
+"""
+
+
+def run_jobs(setting: str, n: int, steps: int) -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["BENCH_SETTING"] = setting
+    env["PYTHONPATH"] = str(ROOT)
+    code = JOB.format(root=str(ROOT), steps=steps)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"benchmark job failed ({setting}, {n} at once)")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from runners.cpus import usable_cpus
+    from searchspace.atomic import write_text
+
+    lines = [
+        f"machine: {os.cpu_count()} logical CPUs, {usable_cpus()} usable; load average before:"
+        f" {os.getloadavg()[0]:.2f}",
+        f"job: {args.steps} BiSeNetV2 training steps, batch 8 x 128x256, bf16, channels_last",
+        "",
+        f"{'setting':<8s} {'threads':>7s} {'OMP_WAIT_POLICY':>16s} {'alone s':>8s}"
+        f" {'2 at once s':>12s} {'slowdown':>9s}",
+    ]
+    for setting in ("before", "after"):
+        alone = run_jobs(setting, 1, args.steps)[0]
+        time.sleep(2)
+        pair = run_jobs(setting, 2, args.steps)
+        time.sleep(2)
+        pair_s = max(j["seconds"] for j in pair)
+        lines.append(
+            f"{setting:<8s} {alone['threads']:>7d} {alone['omp_wait_policy'] or '(unset)':>16s}"
+            f" {alone['seconds']:8.1f} {pair_s:12.1f} {pair_s / alone['seconds']:8.2f}x"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        write_text(args.out, text + "\n")
+
+
+if __name__ == "__main__":
+    main()
