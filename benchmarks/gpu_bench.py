@@ -28,6 +28,7 @@ no graphs or compile) to prove the script works; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import subprocess
 import sys
@@ -113,7 +114,10 @@ def latency_section(say: Report, device: str, dry: bool, hw: tuple[int, int]) ->
             model = build_model(get_preset(name)).eval()
             try:
                 lat = measure_latency(model, (1, 3, *hw), cfg)
-                cells.append(f"{lat.median_ms:8.2f} [{lat.iqr_ms:5.2f}] {lat.images_per_s:6.0f}/s")
+                mark = "!" if lat.contended else " "
+                cells.append(
+                    f"{lat.median_ms:8.2f} [{lat.iqr_ms:5.2f}] {lat.images_per_s:6.0f}/s{mark}"
+                )
             except Exception as exc:  # a path that fails is a finding, not a crash
                 cells.append(f"{'failed: ' + type(exc).__name__:>22s}")
         say(f"{name:<26s}" + "".join(f"{c:>24s}" for c in cells))
@@ -234,12 +238,17 @@ def training_section(say: Report, device_name: str, dry: bool) -> None:
     say(f"fed by the loader ({workers} workers): {fed:8.1f} images/s, peak memory {peak:.2f} GiB")
     say(f"from tensors on the device:        {resident:8.1f} images/s")
     say(f"one loader worker supplies:        {per_worker:8.1f} images/s")
-    if fed < 0.9 * resident:
-        need = resident / per_worker
-        say(f"LOADER-BOUND: the loader delivers {fed / resident:.0%} of what the GPU takes; about"
-            f" {need:.0f} cores of loader workers (or the pre-decoded cache) would feed it")  # fmt: skip
-    else:
+    if fed >= 0.9 * resident:
         say(f"not loader-bound: the loader keeps up ({fed / resident:.0%} of the resident rate)")
+    elif per_worker * max(workers, 1) < resident:
+        need = math.ceil(resident / per_worker)
+        say(f"LOADER-BOUND: {fed / resident:.0%} of the resident rate; {workers} workers supply at"
+            f" most {per_worker * max(workers, 1):.0f} images/s, about {need} cores of workers (or"
+            " the pre-decoded cache, python -m runners.data cache) would feed this device")  # fmt: skip
+    else:
+        say(f"{fed / resident:.0%} of the resident rate although the workers could supply"
+            f" {per_worker * workers:.0f} images/s: the limit is in the main process (batch"
+            " collation, pinning, host-to-device copies)")  # fmt: skip
     say()
 
 
@@ -289,6 +298,7 @@ def main() -> None:
                 run()
             except (UsageError, RuntimeError, subprocess.TimeoutExpired) as exc:
                 say(f"section {key} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}\n")
+    say("! = timed while other processes kept CPUs busy (unreliable)" if dry else "")
     say(f"total {say.elapsed():.0f} s")
     write_text(out, "\n".join(say.lines) + "\n")
     print(f"wrote {out}")
