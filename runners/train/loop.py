@@ -100,7 +100,13 @@ def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.dev
     if dev.type == "cuda":
         if not cuda_available():
             raise UsageError("--device cuda: no CUDA device is available here")
-        return torch.device("cuda", local_rank if dev.index is None else dev.index)
+        index = local_rank if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {device}: CUDA device {index} does not exist"
+                f" ({torch.cuda.device_count()} here)"
+            )
+        return torch.device("cuda", index)
     if dev.type != "cpu":
         raise UsageError(f"--device {device}: expected cpu or cuda")
     return dev
