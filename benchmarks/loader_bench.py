@@ -115,22 +115,20 @@ def per_core(source, cache, n: int, lines: list[str]) -> dict[str, float]:
 
 
 def loader_rate(dataset, recipe, workers: int, batches: int, batch: int) -> float:
-    """Images/s of the training DataLoader, after one warm-up batch (worker start-up)."""
+    """Images/s of the training DataLoader from its creation to its last batch: worker
+    start-up included, and no batch prefetched before the clock starts (timing after a
+    first batch would credit the workers with the batches they queued meanwhile)."""
     recipe = recipe.replace(batch_size=batch)
-    loader = make_train_loader(dataset, recipe, seed=0, start=0, stop=batches + 1, workers=workers)
-    it = iter(loader)
-    next(it)
     t0 = time.perf_counter()
-    n = 0
-    for images, _ in it:
-        n += images.shape[0]
+    loader = make_train_loader(dataset, recipe, seed=0, start=0, stop=batches, workers=workers)
+    n = sum(images.shape[0] for images, _ in loader)
     return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--images", type=int, default=16, help="2048x1024 training images")
-    p.add_argument("--batches", type=int, default=6, help="timed batches per loader setting")
+    p.add_argument("--batches", type=int, default=10, help="batches per loader setting")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--workers", default="0,1,2,4")
     p.add_argument("--out", type=Path, default=None)
@@ -161,7 +159,6 @@ def main() -> None:
         with Decoder(pil=pil):
             for w in workers:
                 rates = [loader_rate(ds, r, w, args.batches, args.batch) for _ in range(3)]
-                print(f"    {name}, {w} workers: {rates}", file=sys.stderr, flush=True)
                 table[name][w] = statistics.median(rates)
         lines.append(f"  {name:<30s}" + "".join(f"{table[name][w]:12.2f}" for w in workers))
     if 1 in workers and 2 in workers:
