@@ -52,22 +52,26 @@ V2_MOVES: dict[str, Any] = {
     "width_mult": 1.5,
     "depth_mult": 2.0,
     "num_classes": 5,
+}
+# A second, smaller enumeration for the fields of the reimplementations' forms (head
+# forms, dropout, BGA and GE details): their switches crossed with the main switches they
+# interact with, and only their own fields (plus booster_width, which the double head
+# form switches off) moved under each.
+V2_PEER_SWITCHES: dict[str, tuple[Any, ...]] = {
+    "booster_form": ("single", "double", "up2"),
+    "head_dropout": (0.0, 0.1),
+    "aggregation": ("bga", "detail_only"),
+    "booster_positions": ((), ("s4",)),
+    "semantic.block": ("ge", "ib"),
+}
+V2_PEER_MOVES: dict[str, Any] = {
     "semantic.ge_dw_act": True,
     "bga_upsample": "nearest",
     "bga_out_act": True,
     "bga_bias": True,
-    "head_dropout": 0.1,
-    "booster_form": "up2",
     "booster_dropout": 0.1,
     "dropout_kind": "channel",
-}
-# A second, smaller enumeration for the switches of the reimplementations' forms (head
-# forms and dropout), crossed with the main switches they interact with.
-V2_PEER_SWITCHES: dict[str, tuple[Any, ...]] = {
-    "booster_form": ("single", "double", "up2"),
-    "head_dropout": (0.0, 0.1),
-    "aggregation": ("bga", "sum", "detail_only"),
-    "booster_positions": ((), ("s4",)),
+    "booster_width": 64,
 }
 # the V2 base is shallower than the paper's model only to build faster
 V2_BASE_CHANGES = {"semantic.depths": (1, 1, 1)}
@@ -93,19 +97,20 @@ V1_MOVES: dict[str, Any] = {
     "width_mult": 0.5,
     "depth_mult": 2.0,
     "num_classes": 5,
-    "context.upsample": "nearest",
-    "align_corners": True,
-    "ffm_attention": "conv_bn",
-    "head_dropout": 0.1,
-    "aux_dropout": 0.1,
-    "dropout_kind": "channel",
-    "aux_order": "cp16_first",
 }
 V1_PEER_SWITCHES: dict[str, tuple[Any, ...]] = {
     "ffm_attention": ("mlp", "conv_bn_relu"),
     "head_dropout": (0.0, 0.1),
     "aux_positions": ((), ("cp16",), ("cp32", "cp16")),
     "fusion": ("ffm", "sum"),
+}
+V1_PEER_MOVES: dict[str, Any] = {
+    "context.upsample": "nearest",
+    "align_corners": True,
+    "aux_dropout": 0.1,
+    "dropout_kind": "channel",
+    "aux_order": "cp16_first",
+    "ffm_reduction": 4,
 }
 
 
@@ -207,10 +212,12 @@ def enumerate_reach(census: Census, kind: str, peer: bool = False) -> tuple[list
     ``peer``: the smaller enumeration over the reimplementations' switches."""
     if kind == "v2":
         base = BiSeNetV2Spec().replace(**V2_BASE_CHANGES)
-        switches, moves = (V2_PEER_SWITCHES if peer else V2_SWITCHES), V2_MOVES
+        switches = V2_PEER_SWITCHES if peer else V2_SWITCHES
+        moves = V2_PEER_MOVES if peer else V2_MOVES
     else:
-        base, moves = BiSeNetV1Spec(), V1_MOVES
+        base = BiSeNetV1Spec()
         switches = V1_PEER_SWITCHES if peer else V1_SWITCHES
+        moves = V1_PEER_MOVES if peer else V1_MOVES
     results: list[Reach] = []
     invalid = 0
     for combo in _combos(switches):

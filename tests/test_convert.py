@@ -80,8 +80,16 @@ def test_every_peer_key_is_one_network_weight_of_the_same_shape(peer: str, fam: 
         assert list(own[target].shape) == shape, f"{key} -> {target}"
 
 
-@pytest.mark.parametrize(("peer", "fam"), CASES)
-@pytest.mark.parametrize("wrapping", ["raw", "mmseg", "ddp"])
+# every peer form once, and every file wrapping at least once
+ROUND_TRIPS = [
+    ("coincheung", "v2", "raw"),
+    ("mmseg", "v2", "mmseg"),
+    ("coincheung", "v1", "ddp"),
+    ("mmseg", "v1", "mmseg"),
+]
+
+
+@pytest.mark.parametrize(("peer", "fam", "wrapping"), ROUND_TRIPS)
 def test_a_converted_checkpoint_computes_what_the_source_computed(
     peer: str, fam: str, wrapping: str, tmp_path: Path, capsys
 ) -> None:
