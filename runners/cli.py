@@ -13,11 +13,23 @@ from searchspace.errors import UsageError, one_line
 __all__ = [
     "EXIT_USAGE",
     "ArgumentParser",
+    "add_workers_argument",
     "check_output_dir",
     "check_output_path",
     "resolve_workers",
     "run_cli",
 ]
+
+
+def add_workers_argument(p: ArgumentParser) -> None:
+    """``--workers``, as every training command takes it (resolved by resolve_workers)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
+        " but one, at most 8)",
+    )
 
 
 def resolve_workers(workers: int | None, device: str) -> int:

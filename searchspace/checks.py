@@ -27,3 +27,12 @@ def check_positions(name: str, positions: Iterable[str], known: tuple[str, ...])
         check(pos in known, name, pos, f"unknown position (known: {', '.join(known)})")
         check(pos not in seen, name, pos, "listed twice")
         seen.add(pos)
+
+
+def check_dropout(spec: object, rate_fields: tuple[str, ...]) -> None:
+    """Dropout rates in [0, 1) and ``dropout_kind`` element or channel (V1 and V2 alike)."""
+    for name in rate_fields:
+        p = getattr(spec, name)
+        check(0.0 <= p < 1.0, name, p, "a dropout rate must be in [0, 1)")
+    kind = spec.dropout_kind
+    check(kind in ("element", "channel"), "dropout_kind", kind, "expected 'element' or 'channel'")

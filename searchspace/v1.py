@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from searchspace.checks import check, check_multipliers, check_positions
+from searchspace.checks import check, check_dropout, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     added_field,
@@ -170,20 +170,12 @@ class BiSeNetV1Spec:
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
-        for name in ("head_dropout", "aux_dropout"):
-            p = getattr(self, name)
-            _check(0.0 <= p < 1.0, name, p, "a dropout rate must be in [0, 1)")
+        check_dropout(self, ("head_dropout", "aux_dropout"))
         _check(
             self.ffm_attention in FFM_ATTENTIONS,
             "ffm_attention",
             self.ffm_attention,
             f"expected one of {', '.join(FFM_ATTENTIONS)}",
-        )
-        _check(
-            self.dropout_kind in ("element", "channel"),
-            "dropout_kind",
-            self.dropout_kind,
-            "expected 'element' or 'channel'",
         )
         _check(
             self.aux_order in ("cp32_first", "cp16_first"),

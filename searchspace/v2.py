@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from searchspace.checks import check, check_multipliers, check_positions
+from searchspace.checks import check, check_dropout, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
     added_field,
@@ -162,9 +162,7 @@ class BiSeNetV2Spec:
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
-        for name in ("head_dropout", "booster_dropout"):
-            p = getattr(self, name)
-            _check(0.0 <= p < 1.0, name, p, "a dropout rate must be in [0, 1)")
+        check_dropout(self, ("head_dropout", "booster_dropout"))
         _check(
             self.bga_upsample in ("bilinear", "nearest"),
             "bga_upsample",
@@ -176,12 +174,6 @@ class BiSeNetV2Spec:
             "booster_form",
             self.booster_form,
             f"expected one of {', '.join(BOOSTER_FORMS)}",
-        )
-        _check(
-            self.dropout_kind in ("element", "channel"),
-            "dropout_kind",
-            self.dropout_kind,
-            "expected 'element' or 'channel'",
         )
         _check(
             self.aggregation in AGGREGATIONS,

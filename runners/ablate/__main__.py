@@ -16,7 +16,7 @@ from analysis.records import load_records
 from analysis.tables import build_table, table_notes, to_markdown
 from runners.ablate.plan import plan_runs, resolve_tables
 from runners.ablate.run import dry_run_rows, remeasure_latency, run_ablation
-from runners.cli import ArgumentParser, resolve_workers, run_cli
+from runners.cli import ArgumentParser, add_workers_argument, resolve_workers, run_cli
 from runners.data.datasets import parse_data_arg
 from runners.env import cuda_available
 from runners.experiment import ProfileSettings
@@ -52,13 +52,7 @@ def parser() -> ArgumentParser:
     )  # fmt: skip
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
-        " but one, at most 8)",
-    )
+    add_workers_argument(p)
     p.add_argument(
         "--no-progress",
         action="store_true",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from runners.data.labels import IGNORE_INDEX
-from runners.data.transforms import _randint, _uniform
+from runners.data.transforms import Normalize, _randint, _uniform
 from searchspace.recipes import IMAGENET_MEAN, IMAGENET_STD
 
 GREY = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601 luma, as ColorJitter
@@ -126,8 +126,7 @@ class CropFirstSample:
             raise ValueError(f"CropFirstSample needs positive scales, got {self.scales}")
         self.discrete, self.flip_p, self.jitter = discrete_scales, flip_p, tuple(jitter)
         self.fill = tuple(round(255 * m) for m in mean)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.normalize = Normalize(mean, std)
         self.generator, self.ignore_index = generator, ignore_index
 
     def _factor(self, amount: float) -> float:
@@ -154,9 +153,8 @@ class CropFirstSample:
             c = self._factor(c_amt) if c_amt else 1.0
             s = self._factor(s_amt) if s_amt else 1.0
             img = cv2.transform(np.ascontiguousarray(img), jitter_matrix(img, b, c, s))
-        tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
-        tensor = tensor.div_(255.0).sub_(self.mean).div_(self.std)
-        return tensor, torch.from_numpy(lab.astype(np.int64))
+        tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        return self.normalize(tensor, torch.from_numpy(lab.astype(np.int64)))
 
     def __repr__(self) -> str:
         return f"CropFirstSample({self.crop_hw}, scales={self.scales}, flip_p={self.flip_p})"

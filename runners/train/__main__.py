@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli import ArgumentParser, check_output_dir, resolve_workers, run_cli
+from runners.cli import (
+    ArgumentParser,
+    add_workers_argument,
+    check_output_dir,
+    resolve_workers,
+    run_cli,
+)
 from runners.data.datasets import parse_data_arg
 from searchspace.presets import parse_spec
 from searchspace.recipes import Recipe, parse_recipe
@@ -49,13 +55,7 @@ def build_parser() -> ArgumentParser:
         help="a pre-decoded train split (python -m runners.data cache; its default place is"
         " used without this)",
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
-        " but one, at most 8)",
-    )
+    add_workers_argument(p)
     p.add_argument(
         "--eval",
         action=argparse.BooleanOptionalAction,
