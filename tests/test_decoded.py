@@ -79,3 +79,17 @@ def test_a_cache_that_does_not_fit_is_refused_in_one_line(tiny: DataSource, tmp_
             open_cache(tiny, "train", dataset, folder2)
     finally:
         os.utime(image, ns=times)  # the session's dataset is shared with other tests
+
+
+def test_a_folder_that_is_not_a_cache_is_never_replaced(tiny: DataSource, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="not a decoded cache"):
+        build_cache(tiny, "train", tiny.dataset("train"), mine)
+    assert (mine / "thesis.tex").read_text() == "precious"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        build_cache(tiny, "train", tiny.dataset("train"), a_file)
+    assert a_file.read_text() == "x"

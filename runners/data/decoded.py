@@ -133,6 +133,13 @@ def build_cache(
     """Decode every sample of ``dataset`` into ``folder`` (default place if None);
     returns (folder, built now). An up-to-date cache is kept as it is."""
     folder = Path(folder) if folder is not None else default_cache_dir(source, split)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"decoded cache {folder}: is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).exists():
+        # a stale cache is replaced below; anything else is the user's, never deleted
+        raise DataError(
+            f"decoded cache {folder}: a folder that is not a decoded cache; choose another"
+        )
     if folder.exists():
         try:
             if open_cache(source, split, dataset, folder) is not None:
