@@ -73,7 +73,9 @@ class Recipe:
     scales: tuple[float, ...] = (0.5, 0.75, 1.0)
     flip: bool = True
     color_jitter: float = 0.2
-    amp: bool = True  # bf16 autocast on CPU, fp16 on CUDA
+    # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 kernels (AVX-512), fp32
+    # on other CPUs, where bf16 is ~10x slower (runners.env.amp_dtype; records say which)
+    amp: bool = True
     channels_last: bool = True
     # network input at evaluation (the paper resizes 2048x1024 to 1024x512); None: native.
     # smoke: half the built-in 256x512 images, as the paper halves Cityscapes

@@ -19,7 +19,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from searchspace.errors import SpecError
 
@@ -138,7 +138,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 def leaf_types(cls: type) -> dict[str, Any]:
     """Dotted field path -> annotated type, for every leaf of a dataclass tree."""
     out: dict[str, Any] = {}
-    for name, tp in typing.get_type_hints(cls).items():
+    hints = typing.get_type_hints(cls)
+    for name in (f.name for f in dataclasses.fields(cls)):  # fields only: no ClassVars
+        tp = hints[name]
         if dataclasses.is_dataclass(tp):
             for sub, sub_tp in leaf_types(tp).items():
                 out[f"{name}.{sub}"] = sub_tp
@@ -337,3 +339,31 @@ def parse_overrides(
             raise SpecError(f"{key!r}: {path} is given twice")
         changes[path] = parse_value(raw.strip(), types_[path], path)
     return changes
+
+
+class SpecViews:
+    """The views every architecture spec offers, defined once: canonical JSON, its id, the
+    compact string, dotted-path ``replace``. A spec class sets ``KIND`` (the JSON's kind),
+    ``PREFIX`` (the compact string's) and ``ALIASES`` (path -> short name) as class
+    variables; they are not dataclass fields, so they never reach the JSON or the id."""
+
+    KIND: ClassVar[str]
+    PREFIX: ClassVar[str]
+    ALIASES: ClassVar[Mapping[str, str]]
+
+    def to_json(self, indent: int | None = None) -> str:
+        return canonical_json(self, self.KIND, indent)
+
+    @property
+    def spec_id(self) -> str:
+        return short_hash(self.to_json())
+
+    def to_string(self) -> str:
+        return to_compact(self, self.PREFIX, self.ALIASES)
+
+    def replace(self, **changes: object) -> Self:
+        """A changed copy; dotted paths reach nested parts: ``**{"semantic.ratio": 0.5}``."""
+        return replace_paths(self, changes)
+
+    def describe(self) -> str:
+        return self.to_string()

@@ -14,20 +14,18 @@ U-shape's lateral conv is 3x3 (``context.lateral_kernel``), the main head's mid 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from searchspace.checks import check, check_dropout, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
+    SpecViews,
     added_field,
-    canonical_json,
     check_applicable,
     normalise_numbers,
     parse_overrides,
-    replace_paths,
-    short_hash,
-    to_compact,
 )
 from searchspace.v2 import scale_depth, scale_width
 
@@ -132,9 +130,43 @@ class ContextPathSpec:
         _check(self.out_width > 0, "context.out_width", self.out_width, "must be > 0")
 
 
+# Short names for the compact string; the keys are the dotted field paths.
+ALIASES: dict[str, str] = {
+    "spatial.form": "spf",
+    "spatial.widths": "spw",
+    "spatial.out_width": "spo",
+    "context.backbone": "bb",
+    "context.arm": "arm",
+    "context.lateral_kernel": "lk",
+    "context.global_context": "gc",
+    "context.refine": "ref",
+    "context.out_width": "cpo",
+    "context.upsample": "up",
+    "fusion": "fus",
+    "fusion_width": "fw",
+    "ffm_reduction": "red",
+    "head_width": "hw",
+    "aux_positions": "aux",
+    "aux_width": "aw",
+    "width_mult": "a",
+    "depth_mult": "d",
+    "num_classes": "nc",
+    "align_corners": "ac",
+    "ffm_attention": "fatt",
+    "head_dropout": "hdo",
+    "aux_dropout": "ado",
+    "dropout_kind": "dok",
+    "aux_order": "aord",
+}
+
+
 @dataclass(frozen=True)
-class BiSeNetV1Spec:
+class BiSeNetV1Spec(SpecViews):
     """A whole BiSeNet V1 variant. Defaults: Xception39 as in the authors' code."""
+
+    KIND: ClassVar[str] = KIND
+    PREFIX: ClassVar[str] = "v1"
+    ALIASES: ClassVar[Mapping[str, str]] = ALIASES
 
     spatial: SpatialPathSpec = field(default_factory=SpatialPathSpec)
     context: ContextPathSpec = field(default_factory=ContextPathSpec)
@@ -238,25 +270,6 @@ class BiSeNetV1Spec:
             out.append(("dropout_kind", why, _V1_DEFAULTS["dropout_kind"]))
         return out
 
-    # --- views --------------------------------------------------------------------
-
-    def to_json(self, indent: int | None = None) -> str:
-        return canonical_json(self, KIND, indent)
-
-    @property
-    def spec_id(self) -> str:
-        return short_hash(self.to_json())
-
-    def to_string(self) -> str:
-        return to_compact(self, "v1", ALIASES)
-
-    def replace(self, **changes: object) -> BiSeNetV1Spec:
-        """Dotted paths allowed: ``spec.replace(**{"context.arm": False})``."""
-        return replace_paths(self, changes)
-
-    def describe(self) -> str:
-        return self.to_string()
-
 
 _SPATIAL_DEFAULTS = {f: getattr(SpatialPathSpec, f) for f in SpatialPathSpec.__dataclass_fields__}
 _V1_DEFAULTS = {
@@ -270,35 +283,6 @@ _V1_DEFAULTS = {
         "aux_order",
         "dropout_kind",
     )
-}
-
-# Short names for the compact string; the keys are the dotted field paths.
-ALIASES: dict[str, str] = {
-    "spatial.form": "spf",
-    "spatial.widths": "spw",
-    "spatial.out_width": "spo",
-    "context.backbone": "bb",
-    "context.arm": "arm",
-    "context.lateral_kernel": "lk",
-    "context.global_context": "gc",
-    "context.refine": "ref",
-    "context.out_width": "cpo",
-    "context.upsample": "up",
-    "fusion": "fus",
-    "fusion_width": "fw",
-    "ffm_reduction": "red",
-    "head_width": "hw",
-    "aux_positions": "aux",
-    "aux_width": "aw",
-    "width_mult": "a",
-    "depth_mult": "d",
-    "num_classes": "nc",
-    "align_corners": "ac",
-    "ffm_attention": "fatt",
-    "head_dropout": "hdo",
-    "aux_dropout": "ado",
-    "dropout_kind": "dok",
-    "aux_order": "aord",
 }
 
 

@@ -9,20 +9,18 @@ Defaults are the paper-faithful ``bisenetv2`` preset.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from searchspace.checks import check, check_dropout, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
+    SpecViews,
     added_field,
-    canonical_json,
     check_applicable,
     normalise_numbers,
     parse_overrides,
-    replace_paths,
-    short_hash,
-    to_compact,
 )
 
 KIND = "bisenetv2"
@@ -126,9 +124,44 @@ class SemanticBranchSpec:
         )
 
 
+# Short names for the compact string; the keys are the dotted field paths.
+ALIASES: dict[str, str] = {
+    "detail.widths": "dw",
+    "detail.depths": "dd",
+    "semantic.ratio": "lam",
+    "semantic.s4_s5_widths": "sw",
+    "semantic.depths": "sd",
+    "semantic.exp_ratio": "e",
+    "semantic.block": "blk",
+    "semantic.ge_expand": "gex",
+    "semantic.ge_gather_kernel": "gk",
+    "semantic.ge_down_dw": "ddw",
+    "semantic.context_embedding": "ce",
+    "semantic.ge_dw_act": "gact",
+    "aggregation": "agg",
+    "head_width": "hw",
+    "booster_positions": "bst",
+    "booster_width": "bw",
+    "width_mult": "a",
+    "depth_mult": "d",
+    "num_classes": "nc",
+    "bga_upsample": "bup",
+    "bga_out_act": "bact",
+    "bga_bias": "bbias",
+    "head_dropout": "hdo",
+    "booster_form": "bf",
+    "booster_dropout": "bdo",
+    "dropout_kind": "dok",
+}
+
+
 @dataclass(frozen=True)
-class BiSeNetV2Spec:
+class BiSeNetV2Spec(SpecViews):
     """A whole BiSeNet V2 variant. Defaults: the paper's model, head width inferred."""
+
+    KIND: ClassVar[str] = KIND
+    PREFIX: ClassVar[str] = "v2"
+    ALIASES: ClassVar[Mapping[str, str]] = ALIASES
 
     detail: DetailBranchSpec = field(default_factory=DetailBranchSpec)
     semantic: SemanticBranchSpec = field(default_factory=SemanticBranchSpec)
@@ -242,25 +275,6 @@ class BiSeNetV2Spec:
             out.append(("dropout_kind", why, _V2_DEFAULTS["dropout_kind"]))
         return out
 
-    # --- views --------------------------------------------------------------------
-
-    def to_json(self, indent: int | None = None) -> str:
-        return canonical_json(self, KIND, indent)
-
-    @property
-    def spec_id(self) -> str:
-        return short_hash(self.to_json())
-
-    def to_string(self) -> str:
-        return to_compact(self, "v2", ALIASES)
-
-    def replace(self, **changes: object) -> BiSeNetV2Spec:
-        """Dotted paths allowed: ``spec.replace(**{"semantic.ratio": 0.5})``."""
-        return replace_paths(self, changes)
-
-    def describe(self) -> str:
-        return self.to_string()
-
 
 _DETAIL_DEFAULTS = {"widths": DetailBranchSpec.widths, "depths": DetailBranchSpec.depths}
 _SEMANTIC_DEFAULTS = {
@@ -272,36 +286,6 @@ _BGA_KNOBS = ("bga_upsample", "bga_out_act", "bga_bias")
 _V2_DEFAULTS = {
     f: getattr(BiSeNetV2Spec, f)
     for f in (*_BOOSTER_KNOBS, *_BGA_KNOBS, "dropout_kind", "head_dropout")
-}
-
-# Short names for the compact string; the keys are the dotted field paths.
-ALIASES: dict[str, str] = {
-    "detail.widths": "dw",
-    "detail.depths": "dd",
-    "semantic.ratio": "lam",
-    "semantic.s4_s5_widths": "sw",
-    "semantic.depths": "sd",
-    "semantic.exp_ratio": "e",
-    "semantic.block": "blk",
-    "semantic.ge_expand": "gex",
-    "semantic.ge_gather_kernel": "gk",
-    "semantic.ge_down_dw": "ddw",
-    "semantic.context_embedding": "ce",
-    "semantic.ge_dw_act": "gact",
-    "aggregation": "agg",
-    "head_width": "hw",
-    "booster_positions": "bst",
-    "booster_width": "bw",
-    "width_mult": "a",
-    "depth_mult": "d",
-    "num_classes": "nc",
-    "bga_upsample": "bup",
-    "bga_out_act": "bact",
-    "bga_bias": "bbias",
-    "head_dropout": "hdo",
-    "booster_form": "bf",
-    "booster_dropout": "bdo",
-    "dropout_kind": "dok",
 }
 
 
@@ -416,7 +400,7 @@ def spec_from_json_dict(data: dict) -> BiSeNetV2Spec:
 
 def with_changes(spec: BiSeNetV2Spec, **changes: object) -> BiSeNetV2Spec:
     """An ablation row: the base spec with a few (dotted-path) fields replaced."""
-    return replace_paths(spec, changes)
+    return spec.replace(**changes)
 
 
 __all__ = [
