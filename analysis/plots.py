@@ -89,7 +89,6 @@ def plot_speed_accuracy(
     ``measured_label`` names the device and data of the measured panel. Returns the paths.
     """
     out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
     x_label = "latency (ms, lower is faster)" if x == "latency_ms" else "frames per second"
     panels = 2 if paper is not None and not paper.empty else 1
     with matplotlib.rc_context({"svg.hashsalt": "bisenet-lab", "font.size": 9}):
@@ -107,6 +106,7 @@ def save_png_svg(fig: Any, stem: Path, dpi: int = 150, **savefig: Any) -> list[P
     """Save ``stem.png`` and ``stem.svg``; the SVG is byte-stable (no date, fixed ids), so
     regenerated figures only show up in a diff when they changed."""
     paths = []
+    stem.parent.mkdir(parents=True, exist_ok=True)  # the first figure of a new report
     with matplotlib.rc_context({"svg.hashsalt": "bisenet-lab"}):
         for suffix in (".png", ".svg"):
             path = stem.with_suffix(suffix)

@@ -60,6 +60,7 @@ COLUMNS = (
     "train_seconds",
     "train_images_per_s",
     "train_final_loss",
+    "train_precision",
     "env_torch",
     "env_python",
     "env_device",
@@ -123,6 +124,23 @@ def half_budget_miou(curve: Any) -> float | None:
     return None
 
 
+def train_precision(record: Mapping[str, Any]) -> str | None:
+    """ "fp16", "bf16" or "fp32": what the run trained in. Records made before it was
+    stored are read from the recipe's ``amp`` and the device: until then amp always meant
+    fp16 on CUDA and bf16 on a CPU (``runners.env.amp_dtype`` now runs fp32 on a CPU
+    without native bf16 kernels)."""
+    train = record.get("train") or {}
+    if train.get("precision"):
+        return str(train["precision"])
+    amp = ((record.get("recipe") or {}).get("fields") or {}).get("amp")
+    device = str((record.get("env") or {}).get("device") or "")
+    if amp is None or not device or not train:
+        return None
+    if not amp:
+        return "fp32"
+    return "fp16" if device.startswith("cuda") else "bf16"
+
+
 def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) -> dict[str, Any]:
     """One flat row of a record: units in column names, MACs also as GMACs (MACs / 1e9)."""
     key = record.get("key") or {}
@@ -174,6 +192,7 @@ def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) ->
         "train_seconds": train.get("seconds"),
         "train_images_per_s": train.get("images_per_s"),
         "train_final_loss": train.get("final_loss"),
+        "train_precision": train_precision(record),
         "env_torch": env.get("torch"),
         "env_python": env.get("python"),
         "env_device": env.get("device"),

@@ -78,6 +78,7 @@ def _environment_section(records: pd.DataFrame) -> str:
         "env_device": "device",
         "env_cpu": "cpu",
         "env_hostname": "host",
+        "train_precision": "trained in",
         "latency_threads": "threads",
         "latency_dtype": "dtype",
     }

@@ -186,6 +186,9 @@ def build_table(
         seed_values[row.row] = {
             "seeds": [int(v) for v in ordered["seed"]],
             "final": [100.0 * float(v) for v in ordered["miou"]],
+            "precision": [
+                str(v) if isinstance(v, str) else "?" for v in ordered["train_precision"]
+            ],
             # at half the budget: only when every seed has the point, else none
             "half": [100.0 * float(v) for v in ordered["miou_half"]]
             if ordered["miou_half"].notna().all()
@@ -246,11 +249,25 @@ def build_table(
         input_hw=paper.rows[0].input_hw,
         comparable=comparable,
         latency_setups=_latency_setups(pd.concat(matched)) if matched else [],
+        # training precision -> ok runs: a table can mix them (amp is bf16 only on CPUs
+        # with native bf16 kernels)
+        precisions=_precision_counts(pd.concat(matched)) if matched else {},
         # per row, per-seed mIoU (%) at the end and at half the budget (for the claims)
         seed_values=seed_values,
         n_records=int(sum(len(m) for m in matched)),
     )
     return frame
+
+
+def _precision_counts(runs: pd.DataFrame) -> dict[str, int]:
+    ok = runs[runs["status"] == "ok"]
+    return {str(k): int(v) for k, v in ok["train_precision"].fillna("?").value_counts().items()}
+
+
+def mixed_precision_rows(frame: pd.DataFrame) -> list[str]:
+    """Rows whose seeds trained in more than one precision."""
+    values = frame.attrs.get("seed_values", {})
+    return [r for r, v in values.items() if len(set(v.get("precision", []))) > 1]
 
 
 def table_notes(frame: pd.DataFrame) -> list[str]:
@@ -290,6 +307,16 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
                 " kept CPUs busy while they were timed. Re-time on a quiet machine:"
                 " python -m runners.ablate --remeasure-latency."
             )
+    precisions = a.get("precisions") or {}
+    if len(precisions) > 1:
+        counts = ", ".join(f"{k} in {v}" for k, v in sorted(precisions.items()))
+        mixed = mixed_precision_rows(frame)
+        within = f" Rows with seeds in both: {', '.join(mixed)}." if mixed else ""
+        notes.append(
+            f"Training precision differs between runs: {counts} (the recipe's amp runs "
+            "bf16 only on CPUs with native bf16 kernels, else fp32). Comparisons across "
+            f"precisions include any effect of the precision itself.{within}"
+        )
     setups = a.get("latency_setups") or []
     if setups:
         notes.append(

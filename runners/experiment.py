@@ -170,6 +170,7 @@ def execute_run(
         "seconds": result.seconds,
         "images_per_s": result.images_per_s,
         "final_loss": result.final_loss,
+        "precision": result.precision,
     }
     if result.status != "ok":
         return failed(result.reason or "training failed", train_part)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from runners.data.datasets import DataSource
 from runners.data.labels import train_to_label
 from runners.data.transforms import eval_transform
-from runners.env import cuda_available
+from runners.env import amp_dtype, cuda_available
 from runners.evaluate.metrics import (
     EvalResult,
     PerImage,
@@ -40,10 +40,11 @@ def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 on CPU (no scaler needed), fp16 on CUDA; a no-op when disabled."""
-    if not enabled:
+    """Mixed precision as ``runners.env.amp_dtype`` says (fp16 on CUDA, bf16 on a CPU with
+    native bf16 kernels); a no-op when disabled or when the CPU has no such kernels."""
+    dtype = amp_dtype(device) if enabled else None
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

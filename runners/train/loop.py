@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from blocks.builder import build_model
 from runners.data.datasets import DataSource
 from runners.data.decoded import CachedDataset, open_cache
-from runners.env import cuda_available
+from runners.env import cpu_model, cuda_available, precision_name
 from runners.evaluate.predict import autocast, evaluate
 from runners.train import checkpoint as ckpt
 from runners.train import distributed as dist_utils
@@ -72,6 +73,9 @@ class TrainResult:
     world_size: int = 1
     resumed_from: int = 0  # iteration the run was resumed at (0: started fresh)
     params_sha1: str = ""  # digest of the learned weights: equal digests, equal models
+    # what the recipe's amp ran as here: "fp16", "bf16", "fp32"; "bf16+fp32" when a resume
+    # on another machine changed it part-way
+    precision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,6 +212,14 @@ class _Run:
         self.decoded_cache: Path | None = None
         self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
         self.amp = recipe.amp
+        self.precision = precision_name(device, recipe.amp)
+        if recipe.amp and self.precision == "fp32" and info.is_main:
+            print(
+                f"note: recipe amp=True, but this CPU ({cpu_model()}) has no native bf16 "
+                "kernels (AVX-512 needed), where bf16 is ~10x slower: training in fp32 "
+                "(records say precision=fp32)",
+                file=sys.stderr,
+            )
         self.iteration = 0
         self.images = 0
         self.seconds = 0.0
@@ -258,6 +270,7 @@ class _Run:
             "evals": self.evals,
             "window": self.window,
             "final_loss": self.final_loss,
+            "precision": self.precision,
             "finished": finished,
             "result": result,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -296,6 +309,9 @@ class _Run:
         self.evals = list(data["evals"])
         self.window = list(data["window"])
         self.final_loss = data["final_loss"]
+        before = data.get("precision", self.precision)
+        if self.precision not in before.split("+"):
+            self.precision = f"{before}+{self.precision}"
         return None
 
     # ---------------------------------------------------------------------------- loop
@@ -513,6 +529,7 @@ class _Run:
             world_size=self.info.world_size,
             resumed_from=self.resumed_from,
             params_sha1=digest,
+            precision=self.precision,
         )
         if status == "ok":
             self.save(finished=True, result=result.to_dict())
