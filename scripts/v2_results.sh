@@ -5,7 +5,8 @@
 #
 #   bash scripts/v2_results.sh            # train what is missing (hours on 2 CPU cores)
 #   bash scripts/v2_results.sh latency    # then, on a quiet machine: time every row
-#   bash scripts/v2_results.sh report     # regenerate results/v2-synth/report.md
+#   bash scripts/v2_results.sh report     # regenerate results/v2-synth/report.md (and
+#                                         # precision_check.txt: bf16 against fp32 runs)
 #
 # Resumable: run it again after an interruption and every finished run is reused (the
 # result store); a run killed half-way resumes from its last checkpoint. Training runs
@@ -25,6 +26,10 @@ case "${1:-train}" in
     "$PY" -m runners.ablate --table "$TABLES_5" --seeds 5 --no-latency "${common[@]}"
     # the default spec (Table 2's bga_booster is the bisenetv2 preset): a sixth seed
     "$PY" -m runners.ablate --table 2 --rows bga_booster --seeds 6 --no-latency "${common[@]}"
+    # the precision check: Table 2's bga row (seeds 0-4 also stored in bf16) again in
+    # fp32, so that comparisons between bf16 and fp32 runs can be judged (see README)
+    "$PY" -m runners.ablate --table 2 --rows bga --seeds 5 --no-latency \
+      --recipe "$RECIPE:amp=false" --results-dir "$OUT" --no-progress
     "$PY" -m runners.ablate --table "$TABLES_3" --seeds 3 --no-latency "${common[@]}"
     ;;
   latency)
@@ -35,6 +40,9 @@ case "${1:-train}" in
   report)
     "$PY" -m analysis.report --results-dir "$OUT" --recipe "$RECIPE" \
       --tables 2,3a,3b,3c,4,5a,5b,6 --out "$OUT/report.md"
+    # what bf16 training changes (the same spec and seeds in both precisions)
+    "$PY" -m analysis.compare --results-dir "$OUT" --a v2:bst=none --a-recipe "$RECIPE" \
+      --b-recipe "$RECIPE:amp=false" --seeds 0,1,2,3,4 | tee "$OUT/precision_check.txt"
     ;;
   *)
     echo "usage: bash scripts/v2_results.sh [train|latency|report]" >&2
