@@ -3,14 +3,19 @@
     .venv/bin/python benchmarks/sharing_bench.py [--steps 12] [--out FILE]
 
 A job is what an ablation row spends its time on: BiSeNetV2 training steps (forward,
-backward, SGD) at the smoke recipe's batch (8 x 128x256, bf16 autocast, channels_last),
+backward, SGD) at the smoke recipe's batch (8 x 128x256, channels_last, in the precision
+the recipe's amp runs in here: bf16 on a CPU with native bf16 kernels, else fp32),
 timed after two warm-up steps. Each setting runs one job alone, then two at once, and
 reports the slowdown (pair time / alone time; 2.0 is a fair share of the CPUs).
 
 - before: the OpenMP runtime's default wait policy (idle threads spin before they
   sleep) and torch's default pool; what every command did until now;
 - after: what ``runners`` does now: ``OMP_WAIT_POLICY=PASSIVE`` set before torch loads,
-  the pool sized to the usable CPUs (``runners.cpus``).
+  the pool sized to the usable CPUs (``runners.cpus``);
+- split: as after, with one thread per job (``OMP_NUM_THREADS=1``), as
+  ``JOBS=2 bash scripts/v2_results.sh`` runs its copies. Its last column compares the
+  pair's throughput with one job of the "after" setting alone: above 1.0, two one-thread
+  jobs get more done than one job with every thread.
 
 Run it on a quiet machine (nothing else running): the header shows the load.
 """
@@ -29,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 JOB = r"""
 import json, os, sys, time
-if os.environ.get("BENCH_SETTING") == "after":
+if os.environ.get("BENCH_SETTING") != "before":
     import runners  # sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import torch
 sys.path.insert(0, {root!r})
-if os.environ.get("BENCH_SETTING") == "after":
+if os.environ.get("BENCH_SETTING") != "before":
     from runners.env import size_torch_threads
     size_torch_threads()
 from blocks.builder import build_model
@@ -44,7 +49,7 @@ opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x = torch.randn(8, 3, 128, 256).to(memory_format=torch.channels_last)
 y = torch.randint(0, 19, (8, 128, 256))
 def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
         out = model(x)
         loss = sum(torch.nn.functional.cross_entropy(o.float(), y) for o in out)
     opt.zero_grad(set_to_none=True)
@@ -60,11 +65,13 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "threads": torch.get_num
 """
 
 
-def run_jobs(setting: str, n: int, steps: int) -> list[dict]:
+def run_jobs(setting: str, n: int, steps: int, bf16: bool) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["BENCH_SETTING"] = setting
     env["PYTHONPATH"] = str(ROOT)
-    code = JOB.format(root=str(ROOT), steps=steps)
+    if setting == "split":
+        env["OMP_NUM_THREADS"] = "1"
+    code = JOB.format(root=str(ROOT), steps=steps, bf16=bf16)
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(n)
@@ -85,25 +92,35 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from runners.cpus import usable_cpus
+    from runners.env import precision_name
     from searchspace.atomic import write_text
+
+    precision = precision_name("cpu", amp=True)  # what the recipes' amp means here
+    bf16 = precision == "bf16"
 
     lines = [
         f"machine: {os.cpu_count()} logical CPUs, {usable_cpus()} usable; load average before:"
         f" {os.getloadavg()[0]:.2f}",
-        f"job: {args.steps} BiSeNetV2 training steps, batch 8 x 128x256, bf16, channels_last",
+        f"job: {args.steps} BiSeNetV2 training steps, batch 8 x 128x256, {precision},"
+        " channels_last",
         "",
         f"{'setting':<8s} {'threads':>7s} {'OMP_WAIT_POLICY':>16s} {'alone s':>8s}"
-        f" {'2 at once s':>12s} {'slowdown':>9s}",
+        f" {'2 at once s':>12s} {'slowdown':>9s} {'pair throughput vs after alone':>31s}",
     ]
-    for setting in ("before", "after"):
-        alone = run_jobs(setting, 1, args.steps)[0]
+    after_alone = None
+    for setting in ("before", "after", "split"):
+        alone = run_jobs(setting, 1, args.steps, bf16)[0]
         time.sleep(2)
-        pair = run_jobs(setting, 2, args.steps)
+        pair = run_jobs(setting, 2, args.steps, bf16)
         time.sleep(2)
         pair_s = max(j["seconds"] for j in pair)
+        if setting == "after":
+            after_alone = alone["seconds"]
+        gain = f"{2 * after_alone / pair_s:.2f}x" if after_alone else "-"
         lines.append(
             f"{setting:<8s} {alone['threads']:>7d} {alone['omp_wait_policy'] or '(unset)':>16s}"
             f" {alone['seconds']:8.1f} {pair_s:12.1f} {pair_s / alone['seconds']:8.2f}x"
+            f" {gain:>31s}"
         )
     text = "\n".join(lines)
     print(text)
