@@ -137,14 +137,7 @@ def _measured_panel(ax, points: pd.DataFrame, x: XAxis, x_label: str, label: str
         capsize=3,
         label="measured (mean ± std over seeds)",
     )
-    for _, p in points.iterrows():
-        ax.annotate(
-            str(p["label"]),
-            (p[x], p["miou_pct"]),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=7,
-        )
+    _label_points(ax, points, x, "miou_pct")
     front = pareto_front(points, x)
     ax.step(
         front[x],
@@ -157,6 +150,24 @@ def _measured_panel(ax, points: pd.DataFrame, x: XAxis, x_label: str, label: str
     ax.legend(loc="lower right", fontsize=7)
 
 
+def _label_points(
+    ax,
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    offset: tuple[int, int] = (4, 4),
+    fontsize: int = 7,
+    suffix: str = "",
+    **style: Any,
+) -> None:
+    """Each point's ``label`` beside it, ``offset`` points away."""
+    for _, p in points.iterrows():
+        ax.annotate(
+            f"{p['label']}{suffix}", (p[x], p[y]), xytext=offset, textcoords="offset points",
+            fontsize=fontsize, **style,
+        )  # fmt: skip
+
+
 def _paper_panel(ax, paper: pd.DataFrame, x: XAxis, x_label: str) -> None:
     devices = "; ".join(sorted(set(paper.get("device", pd.Series(["paper"])).astype(str))))
     ax.set_title(f"paper: Cityscapes val, timed on {devices} (another device)", fontsize=9)
@@ -165,14 +176,7 @@ def _paper_panel(ax, paper: pd.DataFrame, x: XAxis, x_label: str) -> None:
     ax.set_ylabel("mIoU (%), paper")
     ax.grid(True, alpha=0.3)
     ax.scatter(paper[x], paper["miou_pct"], marker="*", s=90, color="tab:red", label="paper")
-    for _, p in paper.iterrows():
-        ax.annotate(
-            str(p["label"]),
-            (p[x], p["miou_pct"]),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=7,
-        )
+    _label_points(ax, paper, x, "miou_pct")
     ax.legend(loc="lower right", fontsize=7)
 
 
@@ -222,14 +226,7 @@ def plot_figure1(
                 color="tab:red",
                 label="BiSeNetV2 (paper, GTX 1080 Ti)",
             )
-    for _, p in shown.iterrows():
-        ax.annotate(
-            str(p["label"]),
-            (p["fps"], p["test_miou"]),
-            xytext=(3, 3),
-            textcoords="offset points",
-            fontsize=6,
-        )
+    _label_points(ax, shown, "fps", "test_miou", offset=(3, 3), fontsize=6)
     if measured is not None and not measured.empty:
         for device, part in measured.groupby("device"):
             ax.scatter(
@@ -241,15 +238,10 @@ def plot_figure1(
                 linewidths=1.5,
                 label=f"BiSeNetV2 speed measured here ({device})",
             )
-            for _, p in part.iterrows():
-                ax.annotate(
-                    f"{p['label']} (ours)",
-                    (p["fps"], p["miou_pct"]),
-                    xytext=(3, -9),
-                    textcoords="offset points",
-                    fontsize=6,
-                    color="tab:green",
-                )
+            _label_points(
+                ax, part, "fps", "miou_pct", offset=(3, -9), fontsize=6, suffix=" (ours)",
+                color="tab:green",
+            )  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("FPS (log scale; as each method's own paper reports it, on its own device)")
     ax.set_ylabel("Cityscapes test mIoU (%)")
