@@ -387,7 +387,8 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
     word = {"a_better": ">", "b_better": "<", "no_worse": "no worse", "worse": "worse"}
     rel = word.get(c.verdict, "vs")
     how = ", paired by seed" if c.method.startswith("paired") else ""
-    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, 95% CI {ci}{how}"
+    level = "95%" if c.margin is None else "90%"  # an equivalence test is one-sided at 5%
+    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, {level} CI {ci}{how}"
     if a.counts and b.counts:
         try:
             _, (blo, bhi) = image_bootstrap(a.counts, b.counts)
@@ -463,7 +464,7 @@ def judge(
     if claim.kind == "no_worse_cheaper":
         b = others[0]
         c = no_worse(a.values, b.values, claim.margin, spread=spread, paired=a.pairs_with(b))
-        text = _text(a, b, c) + f" (90% CI against a {claim.margin:g}-point margin)"
+        text = _text(a, b, c) + f" (against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
             return Judgement("contradicted", f"not cheaper: {costs}; {text}")
         outcome: Outcome = {"no_worse": "supported", "worse": "contradicted"}.get(

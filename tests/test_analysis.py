@@ -222,6 +222,7 @@ def test_claims_on_hand_made_records():
     assert bga.outcome == "supported"
     assert "+3.03, 95% CI [" in bga.detail  # 40.07 - 37.03
     assert got["t3a_lambda_quarter"].outcome == "contradicted"
+    assert "90% CI [" in got["t3a_lambda_quarter"].detail  # equivalence: one-sided at 5%
     booster = got["t2_booster_free_accuracy"]
     assert booster.outcome == "inconclusive" and booster.seeds_needed is not None
     assert booster.seeds_needed > 3
@@ -319,7 +320,7 @@ def test_claims_on_the_fixture(fixture_records, fixture_recipe):
     assert two.outcome == "inconclusive" and two.seeds_needed is not None
     # the hand-made fixture shifts both seeds alike: differences with no spread decide nothing
     assert got["t3a_lambda_quarter"].outcome == "inconclusive"
-    assert "95% CI unbounded, paired by seed" in got["t3a_lambda_quarter"].detail
+    assert "90% CI unbounded, paired by seed" in got["t3a_lambda_quarter"].detail
     # lambda 1/16 kept one seed: it borrows Table 3a's pooled spread
     assert got["t3a_too_narrow_hurts"].outcome == "supported"
     assert "lambda_1_16 32.00 (n=1)" in got["t3a_too_narrow_hurts"].detail
