@@ -291,19 +291,20 @@ def render_report(
 
     for name, frame in built.items():
         parts.append(to_markdown(frame, heading_level=2))
-        points = points_from_table(frame)
-        if points.empty:
-            continue
-        device = "; ".join(frame.attrs.get("latency_setups") or ["unknown device"])
-        paths = plot_speed_accuracy(
-            points,
-            figures / f"table_{name}",
-            paper=paper_points(),
-            title=f"Table {name}: speed vs accuracy",
-            measured_label=f"measured on {device}; data: {label}",
-        )
-        png, svg = (os.path.relpath(p, out.parent) for p in paths)
-        parts.append(f"![Table {name}: speed vs accuracy]({png})\n\n([SVG]({svg}))\n")
+        points = points_from_table(frame)  # rows with both latency and mIoU
+        if not points.empty:
+            device = "; ".join(frame.attrs.get("latency_setups") or ["unknown device"])
+            paths = plot_speed_accuracy(
+                points,
+                figures / f"table_{name}",
+                paper=paper_points(),
+                title=f"Table {name}: speed vs accuracy",
+                measured_label=f"measured on {device}; data: {label}",
+            )
+            png, svg = (os.path.relpath(p, out.parent) for p in paths)
+            parts.append(f"![Table {name}: speed vs accuracy]({png})\n\n([SVG]({svg}))\n")
+        else:
+            parts.append("No speed-accuracy plot: no row has both a latency and an mIoU.\n")
         curves = plot_learning_curves(
             frame, used, figures / f"curves_{name}", f"Table {name}: learning curves"
         )

@@ -7,6 +7,7 @@ records made here; nothing imports torch.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import zlib
@@ -497,3 +498,22 @@ def test_a_row_timed_on_a_contended_cpu_is_marked(fixture_records, fixture_recip
     assert "LATENCY UNRELIABLE for sum (marked !)" in md
     line = next(x for x in md.splitlines() if x.startswith("| sum |"))
     assert " !" in line
+
+
+def test_a_report_without_latency_still_has_curves_and_rank_agreement(tmp_path: Path):
+    """Rows trained with --no-latency: no speed plot, everything else of each table."""
+    results = tmp_path / "results"
+    for row, q in [("detail_only", 0.30), ("bga", 0.34), ("sum", 0.32), ("concat", 0.33)]:
+        for seed in range(2):
+            rec = _record("2", row, seed, q + 0.01 * seed, latency=None, half=q - 0.05)
+            rec["metrics"]["latency_ms"] = None
+            key = rec["key"]
+            path = results / "records" / key["spec_id"]
+            path.mkdir(parents=True, exist_ok=True)
+            name = f"{key['recipe_id']}__{key['dataset_id']}__s{seed}.json"
+            (path / name).write_text(json.dumps(rec))
+    text = write_report(results, tmp_path / "new" / "r.md", tables=["2"]).read_text()
+    assert "No speed-accuracy plot: no row has both a latency and an mIoU." in text
+    assert "![Table 2: learning curves](r_figures/curves_2.png)" in text
+    assert "Rank agreement of the rows: Kendall tau" in text
+    assert (tmp_path / "new" / "r_figures" / "figure1.svg").exists()  # folder made on demand
