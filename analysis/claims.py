@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -322,6 +322,7 @@ class RowStats:
     half_values: tuple[float, ...] = ()
     counts: tuple[RunCounts, ...] = ()  # per-image counts of each seed, when stored
     seeds: tuple[int, ...] = ()  # the seed of each value (empty: unknown, e.g. the paper)
+    subset: bool = False  # restricted to the seeds another row has too (``matched``)
 
     @property
     def n(self) -> int:
@@ -338,10 +339,48 @@ class RowStats:
         """Same seeds, in order: the rows saw the same data stream seed by seed."""
         return bool(self.seeds) and self.seeds == other.seeds and self.n == len(self.seeds)
 
+    def on_seeds(self, seeds: Sequence[int]) -> RowStats:
+        """This row's values (and half-budget values and counts) of ``seeds`` only."""
+        at = [self.seeds.index(s) for s in seeds]
+
+        def pick(xs: tuple) -> tuple:
+            return tuple(xs[i] for i in at) if len(xs) == len(self.seeds) else ()
+
+        return replace(
+            self,
+            values=pick(self.values),
+            half_values=pick(self.half_values),
+            counts=pick(self.counts),
+            seeds=tuple(seeds),
+            subset=True,
+        )
+
     def describe(self) -> str:
         if not self.values:
             return f"{self.row}: not run"
-        return f"{self.row} {self.mean:.2f} (n={self.n})"
+        common = ", seeds in common" if self.subset else ""
+        return f"{self.row} {self.mean:.2f} (n={self.n}{common})"
+
+
+def matched(a: RowStats, b: RowStats) -> tuple[RowStats, RowStats]:
+    """Two rows on the seeds both have, when their seed lists differ and >= 2 are shared:
+    a row with an extra seed (the default spec's sixth, for the calibration) is still
+    compared seed by seed, on the seeds both rows trained with. Otherwise as they are."""
+    known = a.seeds and b.seeds and len(a.seeds) == a.n and len(b.seeds) == b.n
+    if not known or a.seeds == b.seeds:
+        return a, b
+    common = sorted(set(a.seeds) & set(b.seeds))
+    if len(common) < 2:
+        return a, b
+    return a.on_seeds(common), b.on_seeds(common)
+
+
+def _compare(
+    a: RowStats, b: RowStats, spread: Spread | None
+) -> tuple[RowStats, RowStats, Comparison]:
+    """``stats.compare`` of two rows, paired on their common seeds where they have them."""
+    a, b = matched(a, b)
+    return a, b, compare(a.values, b.values, spread=spread, paired=a.pairs_with(b))
 
 
 @dataclass(frozen=True)
@@ -408,8 +447,9 @@ def _needed(comparisons: Sequence[Comparison]) -> int | None:
 def _beats(
     a: RowStats, others: Sequence[RowStats], spread: Spread | None
 ) -> tuple[Outcome, str, list[Comparison]]:
-    comps = [compare(a.values, o.values, spread=spread, paired=a.pairs_with(o)) for o in others]
-    texts = [_text(a, o, c) for o, c in zip(others, comps)]
+    judged = [_compare(a, o, spread) for o in others]
+    comps = [c for _, _, c in judged]
+    texts = [_text(x, o, c) for x, o, c in judged]
     if any(c.verdict == "b_better" for c in comps):
         outcome: Outcome = "contradicted"
     elif all(c.verdict == "a_better" for c in comps):
@@ -463,8 +503,9 @@ def judge(
         return Judgement(outcome, text, _needed(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
-        c = no_worse(a.values, b.values, claim.margin, spread=spread, paired=a.pairs_with(b))
-        text = _text(a, b, c) + f" (against a {claim.margin:g}-point margin)"
+        x, y = matched(a, b)
+        c = no_worse(x.values, y.values, claim.margin, spread=spread, paired=x.pairs_with(y))
+        text = _text(x, y, c) + f" (against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
             return Judgement("contradicted", f"not cheaper: {costs}; {text}")
         outcome: Outcome = {"no_worse": "supported", "worse": "contradicted"}.get(
@@ -479,15 +520,12 @@ def judge(
         outcome, text, comps = _beats(a, [b], spread)
         return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        steps = [
-            (p, q, compare(q.values, p.values, spread=spread, paired=q.pairs_with(p)))
-            for p, q in pairwise(stats)
-        ]
-        down = [_text(q, p, c) for p, q, c in steps if c.verdict == "b_better"]
+        steps = [_compare(q, p, spread) for p, q in pairwise(stats)]
+        down = [_text(q, p, c) for q, p, c in steps if c.verdict == "b_better"]
         if down:
             return Judgement("contradicted", "goes down: " + "; ".join(down))
-        last = compare(stats[-1].values, a.values, spread=spread, paired=stats[-1].pairs_with(a))
-        text = f"last vs first: {_text(stats[-1], a, last)}"
+        z, y, last = _compare(stats[-1], a, spread)
+        text = f"last vs first: {_text(z, y, last)}"
         if last.verdict == "a_better":
             return Judgement("supported", text)
         return Judgement("inconclusive", text, _needed([last]))

@@ -517,3 +517,18 @@ def test_a_report_without_latency_still_has_curves_and_rank_agreement(tmp_path: 
     assert "![Table 2: learning curves](r_figures/curves_2.png)" in text
     assert "Rank agreement of the rows: Kendall tau" in text
     assert (tmp_path / "new" / "r_figures" / "figure1.svg").exists()  # folder made on demand
+
+
+def test_a_row_with_an_extra_seed_is_compared_on_the_seeds_both_rows_have():
+    """The default spec has a sixth seed (for the calibration): its comparisons with
+    five-seed rows stay paired, on seeds 0-4, and say so."""
+    luck = [0.00, 0.03, -0.02, 0.01, -0.03, 0.02]  # shared by the rows seed by seed
+    records = records_to_frame(
+        [_record("2", "bga", s, 0.30 + luck[s]) for s in range(5)]
+        + [_record("2", "bga_booster", s, 0.32 + luck[s] + 0.001 * s) for s in range(6)]
+    )
+    claim = next(c for c in CLAIMS if c.id == "t2_booster_free_accuracy")
+    (v,) = evaluate_claims(records, "smoke", claims=[claim])
+    assert "bga_booster 32.00 (n=5, seeds in common) > bga 29.80 (n=5, seeds in common)" in v.detail
+    assert "paired by seed" in v.detail and v.outcome == "supported"
+    assert build_table("2", records, "smoke").set_index("row").loc["bga_booster", "n_seeds"] == 6
