@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.claims import RowStats, matched
 from analysis.cli import ArgumentParser, run_cli
-from analysis.records import load_records
+from analysis.records import load_stored_records
 from analysis.stats import (
     MAX_SEEDS,
     Comparison,
@@ -37,7 +38,6 @@ from analysis.stats import (
 from analysis.tables import as_recipe, pick_dataset
 from searchspace.errors import StoreError, UsageError
 from searchspace.presets import parse_spec
-from searchspace.records import records_root
 
 PROG = "analysis.compare"
 
@@ -76,10 +76,8 @@ def load_side(
     seeds: Sequence[int] | None,
 ) -> Side:
     """The ok runs of ``spec_text`` under ``recipe_text`` in ``results_dir``."""
-    if not records_root(results_dir).is_dir():
-        raise StoreError(f"results folder {results_dir} not found")
     spec, recipe = parse_spec(spec_text), as_recipe(recipe_text)
-    records = load_records(results_dir)
+    records = load_stored_records(results_dir)
     mine = records[
         (records["spec_id"] == spec.spec_id)
         & (records["recipe_id"] == recipe.recipe_id)
@@ -113,11 +111,16 @@ def load_side(
 
 
 def judge(a: Side, b: Side, margin: float | None = None) -> Comparison:
-    """``analysis.stats`` on the two sides, paired when their seeds are the same."""
-    paired = a.seeds == b.seeds
+    """``analysis.stats`` on the two sides, paired on the seeds both have where the
+    claims would pair them (``analysis.claims.matched``)."""
+    x, y = matched(
+        RowStats(a.label, a.miou, None, seeds=a.seeds),
+        RowStats(b.label, b.miou, None, seeds=b.seeds),
+    )
+    paired = x.pairs_with(y)
     if margin is not None:
-        return no_worse(a.miou, b.miou, margin, paired=paired)
-    return compare(a.miou, b.miou, paired=paired)
+        return no_worse(x.values, y.values, margin, paired=paired)
+    return compare(x.values, y.values, paired=paired)
 
 
 def describe(a: Side, b: Side, c: Comparison) -> str:
@@ -130,6 +133,8 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
         b.describe(),
         f"a - b: {c.diff:+.2f} points, {level} CI {ci} ({c.method})",
     ]
+    if c.n_a != len(a.miou) or c.n_b != len(b.miou):
+        lines[-1] += f", on the {c.n_a} seeds both sides have"
     if c.margin is not None:
         words = {
             "no_worse": f"a is no worse than b by more than {c.margin:g} points",

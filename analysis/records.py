@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from searchspace.errors import StoreError
-from searchspace.records import check_record, iter_records
+from searchspace.records import check_record, iter_records, records_root
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,23 @@ def records_to_frame(
     frame["is_builtin"] = frame["is_builtin"].astype("boolean")
     frame.attrs["problems"] = list(problems)
     return frame
+
+
+def load_stored_records(results_dir: Path | str) -> pd.DataFrame:
+    """``load_records`` for a command: a missing folder, or one without a usable record,
+    is one StoreError line (saying how many files were corrupt)."""
+    if not records_root(Path(results_dir)).is_dir():
+        raise StoreError(f"results folder {results_dir} not found")
+    records = load_records(results_dir)
+    if records.empty:
+        problems = records.attrs.get("problems", [])
+        if problems:
+            raise StoreError(
+                f"no usable records in {results_dir}: {len(problems)} corrupt "
+                f"(first: {problems[0]})"
+            )
+        raise StoreError(f"no records in {results_dir}")
+    return records
 
 
 def load_records(results_dir: Path | str) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from analysis.plots import (
     points_from_table,
     table7_points,
 )
-from analysis.records import load_records
+from analysis.records import load_stored_records
 from analysis.stats import MAX_SEEDS
 from analysis.tables import (
     as_recipe,
@@ -48,7 +48,6 @@ from searchspace.atomic import write_text
 from searchspace.errors import SpecError, StoreError, UsageError
 from searchspace.presets import get_preset
 from searchspace.recipes import Recipe
-from searchspace.records import records_root
 from searchspace.tables import for_dataset, get_table, table_names
 
 PROG = "analysis.report"
@@ -340,17 +339,7 @@ def write_report(
     """Load the records of ``results_dir`` and write the report to ``out``; returns ``out``."""
     results_dir, out = Path(results_dir), Path(out)
     recipe = as_recipe(recipe)  # a bad recipe text is the first thing reported
-    if not records_root(results_dir).is_dir():
-        raise StoreError(f"results folder {results_dir} not found")
-    records = load_records(results_dir)
-    if records.empty:
-        problems = records.attrs.get("problems", [])
-        if problems:
-            raise StoreError(
-                f"no usable records in {results_dir}: {len(problems)} corrupt "
-                f"(first: {problems[0]})"
-            )
-        raise StoreError(f"no records in {results_dir}")
+    records = load_stored_records(results_dir)
     try:  # before any figure is drawn: a bad --out fails first, in one line
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
