@@ -12,10 +12,15 @@ reports the slowdown (pair time / alone time; 2.0 is a fair share of the CPUs).
   sleep) and torch's default pool; what every command did until now;
 - after: what ``runners`` does now: ``OMP_WAIT_POLICY=PASSIVE`` set before torch loads,
   the pool sized to the usable CPUs (``runners.cpus``);
+- active: as after, with ``OMP_WAIT_POLICY=ACTIVE`` (idle threads keep spinning), which
+  a user may set for a machine nobody else uses;
 - split: as after, with one thread per job (``OMP_NUM_THREADS=1``), as
   ``JOBS=2 bash scripts/v2_results.sh`` runs its copies. Its last column compares the
   pair's throughput with one job of the "after" setting alone: above 1.0, two one-thread
   jobs get more done than one job with every thread.
+
+The last line compares the split pair's throughput with the fastest single job of any
+setting: the question "one copy or two?" for a machine given over to one plan.
 
 Run it on a quiet machine (nothing else running): the header shows the load.
 """
@@ -71,6 +76,8 @@ def run_jobs(setting: str, n: int, steps: int, bf16: bool) -> list[dict]:
     env["PYTHONPATH"] = str(ROOT)
     if setting == "split":
         env["OMP_NUM_THREADS"] = "1"
+    if setting == "active":
+        env["OMP_WAIT_POLICY"] = "ACTIVE"
     code = JOB.format(root=str(ROOT), steps=steps, bf16=bf16)
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
@@ -108,7 +115,9 @@ def main() -> None:
         f" {'2 at once s':>12s} {'slowdown':>9s} {'pair throughput vs after alone':>31s}",
     ]
     after_alone = None
-    for setting in ("before", "after", "split"):
+    alone_s: dict[str, float] = {}
+    split_pair_s = 0.0
+    for setting in ("before", "after", "active", "split"):
         alone = run_jobs(setting, 1, args.steps, bf16)[0]
         time.sleep(2)
         pair = run_jobs(setting, 2, args.steps, bf16)
@@ -116,12 +125,22 @@ def main() -> None:
         pair_s = max(j["seconds"] for j in pair)
         if setting == "after":
             after_alone = alone["seconds"]
+        if setting == "split":
+            split_pair_s = pair_s
+        else:
+            alone_s[setting] = alone["seconds"]
         gain = f"{2 * after_alone / pair_s:.2f}x" if after_alone else "-"
         lines.append(
             f"{setting:<8s} {alone['threads']:>7d} {alone['omp_wait_policy'] or '(unset)':>16s}"
             f" {alone['seconds']:8.1f} {pair_s:12.1f} {pair_s / alone['seconds']:8.2f}x"
             f" {gain:>31s}"
         )
+    best = min(alone_s, key=alone_s.__getitem__)
+    lines += [
+        "",
+        f"fastest single job: {best} ({alone_s[best]:.1f} s); two split jobs do"
+        f" {2 * alone_s[best] / split_pair_s:.2f}x its work in the same time",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:

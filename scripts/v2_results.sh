@@ -26,12 +26,11 @@ case "${1:-train}" in
   train)
     # JOBS=2: two copies with one torch thread each share the plan (the store's locks give
     # each run to one copy; --wait 0 lets a copy move on instead of waiting for the other).
-    # Measured on a quiet 2-core AVX2 EPYC (benchmarks/sharing_bench.py, fp32; results/
-    # benchmarks/sharing_bench_cpu_avx2.txt): the pair does 1.23x the work of one copy
-    # under the toolkit's OMP_WAIT_POLICY=PASSIVE, but one two-thread copy under OpenMP's
-    # own default (spin, then sleep) did 1.13x the pair's work. runners/ sets PASSIVE only
-    # when the variable is unset, so a machine nobody shares may do better with
-    #   OMP_WAIT_POLICY=ACTIVE bash scripts/v2_results.sh     (ACTIVE itself not measured)
+    # Measured on a quiet 2-core AVX2 EPYC (benchmarks/sharing_bench.py, fp32, 8 steps;
+    # results/benchmarks/sharing_bench_cpu_avx2.txt): one two-thread copy is fastest under
+    # OMP_WAIT_POLICY=ACTIVE (8.1 s against 9.3 PASSIVE and 10.7 OpenMP's default), and the
+    # pair of one-thread copies still does 1.15x that copy's work (1.32x a PASSIVE copy's).
+    # So JOBS=2 is the faster way to use a 2-core machine given over to this plan.
     if [ "${JOBS:-1}" -gt 1 ]; then
       for _ in $(seq "$JOBS"); do
         JOBS=1 WAIT=0 OMP_NUM_THREADS=1 bash "$0" train &
