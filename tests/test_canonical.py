@@ -2,7 +2,7 @@
 
 The enumeration (tests/canonical_enumeration.py) builds every switch combination with
 every other field moved, random points of the search spaces, the presets and the table
-rows on the meta device and fingerprints each network.
+rows without weight init and fingerprints each network.
 """
 
 from __future__ import annotations
