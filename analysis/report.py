@@ -210,8 +210,10 @@ def _claims_section(verdicts: Sequence[Verdict]) -> str:
     )
     rule = (
         "Rule (`analysis/stats.py`): a row is better only when the 95% interval of the "
-        "difference of mean mIoU excludes zero (Welch's t interval; a single-seed row borrows "
-        "the table's pooled seed spread); otherwise the verdict is *inconclusive*, with the "
+        "difference of mean mIoU excludes zero (the t interval of the per-seed differences "
+        "when the rows share at least 2 seeds, on those seeds; otherwise Welch's t interval, "
+        "and a single-seed row borrows the table's pooled seed spread); otherwise the verdict "
+        "is *inconclusive*, with the "
         "seeds per row that would settle a difference of the observed size (80% power). With "
         'no true difference a verdict is wrong at most 5% of the time. "No worse" claims '
         "are equivalence tests against a 1-point margin. Cost claims compare exact MAC "

@@ -19,8 +19,8 @@ Method, and why:
   every row, so rows share each seed's luck): ``paired=True`` uses the t interval of the
   per-seed differences, which removes that shared part. Measured on the pilot runs
   (results/v2-synth, Table 3a at 600 iterations) seed 0 beat seed 1 in 4 of 5 rows by
-  2-5 points: pairing is what makes 3-5 seeds enough there. The claims pair whenever
-  both rows have the same seed list.
+  2-5 points: pairing is what makes 3-5 seeds enough there. The claims pair on the
+  seeds both rows have whenever they share at least 2 (``analysis.claims.matched``).
 - A spread estimated as exactly zero (identical values) is no estimate: the interval is
   unbounded and the verdict inconclusive.
 - ``spread`` with ``df=None`` is a *known* spread (a normal interval): that is how the
