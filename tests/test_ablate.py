@@ -128,6 +128,9 @@ def test_end_to_end_then_resume_is_a_no_op(tmp_path: Path, tiny_data: str) -> No
     assert "re-timed 4 stored runs" in timed.stdout
     after = load_records(tmp_path).set_index(["spec_id", "seed"])
     assert (after["miou"] == before).all() and after["latency_ms"].notna().all()
+    # one measurement per network: a spec's seeds share it (2 specs x 2 seeds here)
+    assert timed.stdout.count("reused") == 2
+    assert after.groupby(level="spec_id")["latency_ms"].nunique().eq(1).all()
 
 
 @pytest.mark.slow
