@@ -78,12 +78,19 @@ def _environment_section(records: pd.DataFrame) -> str:
         "env_cpu": "cpu",
         "env_hostname": "host",
         "train_precision": "trained in",
-        "latency_threads": "threads",
-        "latency_dtype": "dtype",
+        "latency_threads": "latency threads",
+        "latency_dtype": "latency dtype",
     }
     if records.empty:
         return "No records.\n"
-    sel = records[list(cols)].astype("string").fillna("?")
+    sel = records[list(cols)].copy()
+    sel["latency_threads"] = pd.to_numeric(sel["latency_threads"], errors="coerce").astype("Int64")
+    sel = sel.astype("string")
+    # a run trained without timing has no latency settings: "-", not unknown
+    sel[["latency_threads", "latency_dtype"]] = sel[["latency_threads", "latency_dtype"]].fillna(
+        "-"
+    )
+    sel = sel.fillna("?")
     counts = sel.value_counts(dropna=False).reset_index(name="records")
     body = [[str(v) for v in row] for row in counts.itertuples(index=False)]
     headers = [*cols.values(), "records"]

@@ -532,3 +532,21 @@ def test_a_row_with_an_extra_seed_is_compared_on_the_seeds_both_rows_have():
     assert "bga_booster 32.00 (n=5, seeds in common) > bga 29.80 (n=5, seeds in common)" in v.detail
     assert "paired by seed" in v.detail and v.outcome == "supported"
     assert build_table("2", records, "smoke").set_index("row").loc["bga_booster", "n_seeds"] == 6
+
+
+def test_environment_section_marks_untimed_runs() -> None:
+    """Runs trained with --no-latency have no latency settings: '-', not '?'; threads are
+    whole numbers even when some records lack them."""
+    from analysis.report import _environment_section
+
+    base = {"env_torch": "2.13", "env_python": "3.11", "env_device": "cpu", "env_cpu": "X",
+            "env_hostname": "vm", "train_precision": "fp32"}  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            {**base, "latency_threads": None, "latency_dtype": None},
+            {**base, "latency_threads": 2, "latency_dtype": "float32"},
+        ]
+    )
+    text = _environment_section(frame)
+    assert "| fp32 | - | - | 1 |" in text
+    assert "| fp32 | 2 | float32 | 1 |" in text
