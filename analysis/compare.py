@@ -2,7 +2,8 @@
 
     python -m analysis.compare --results-dir DIR --a SPEC [--a-recipe R]
                                [--b SPEC] [--b-recipe R] [--b-results-dir DIR]
-                               [--dataset ID] [--seeds 0,1,2] [--no-worse MARGIN]
+                               [--dataset ID] [--seeds 0,1,2]
+                               [--no-worse MARGIN | --equivalent MARGIN]
 
 Each side is a spec (a preset, a compact string or a JSON file) under a recipe (default
 smoke; ``--b`` and ``--b-recipe`` default to side a's), read from a results folder.
@@ -11,9 +12,10 @@ claims use: paired by seed when both sides have the same seeds (a seed fixes the
 order), a 95% interval, a verdict only when it excludes zero, the seeds per side that
 would settle an open question, and, when the records hold per-image counts, a bootstrap
 over val images and seeds beside it. ``--no-worse M`` asks the equivalence question
-instead (a no worse than b by more than M points). Both sides may be one spec under two
-recipes (``--a-recipe synth --b-recipe synth:amp=false`` measures what bf16 training
-changes). Read-only, no torch.
+instead (a no worse than b by more than M points), ``--equivalent M`` its two-sided form
+(a and b within M points of each other). Both sides may be one spec under two recipes
+(``--a-recipe synth --b-recipe synth:amp=false --equivalent 1`` asks whether bf16 training
+changes mIoU by a point or more). Read-only, no torch.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from analysis.stats import (
     RunCounts,
     StatsError,
     compare,
+    equivalent,
     image_bootstrap,
     no_worse,
+    points,
 )
 from analysis.tables import as_recipe, pick_dataset
 from searchspace.errors import StoreError, UsageError
@@ -110,16 +114,18 @@ def load_side(
     )
 
 
-def judge(a: Side, b: Side, margin: float | None = None) -> Comparison:
+def judge(a: Side, b: Side, margin: float | None = None, two_sided: bool = False) -> Comparison:
     """``analysis.stats`` on the two sides, paired on the seeds both have where the
-    claims would pair them (``analysis.claims.matched``)."""
+    claims would pair them (``analysis.claims.matched``). With a ``margin``: "no worse"
+    (one-sided) or "within the margin of each other" (``two_sided``)."""
     x, y = matched(
         RowStats(a.label, a.miou, None, seeds=a.seeds),
         RowStats(b.label, b.miou, None, seeds=b.seeds),
     )
     paired = x.pairs_with(y)
     if margin is not None:
-        return no_worse(x.values, y.values, margin, paired=paired)
+        test = equivalent if two_sided else no_worse
+        return test(x.values, y.values, margin, paired=paired)
     return compare(x.values, y.values, paired=paired)
 
 
@@ -137,8 +143,10 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
         lines[-1] += f", on the {c.n_a} seeds both sides have"
     if c.margin is not None:
         words = {
-            "no_worse": f"a is no worse than b by more than {c.margin:g} points",
-            "worse": f"a is worse than b by more than {c.margin:g} points",
+            "no_worse": f"a is no worse than b by more than {points(c.margin)}",
+            "worse": f"a is worse than b by more than {points(c.margin)}",
+            "equivalent": f"a and b are within {points(c.margin)} of each other",
+            "different": f"a and b differ by more than {points(c.margin)}",
         }
     else:
         words = {"a_better": "a is better", "b_better": "b is better"}
@@ -180,9 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b-results-dir", type=Path, default=None, help="default: --results-dir")
     parser.add_argument("--dataset", default=None, help="dataset id (default: the only one)")
     parser.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1,2")
-    parser.add_argument(
+    margin = parser.add_mutually_exclusive_group()
+    margin.add_argument(
         "--no-worse", type=float, default=None, metavar="MARGIN",
         help="an equivalence test: is a no worse than b by more than MARGIN points?",
+    )  # fmt: skip
+    margin.add_argument(
+        "--equivalent", type=float, default=None, metavar="MARGIN",
+        help="two one-sided tests: are a and b within MARGIN points of each other?",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.b is None and args.b_recipe is None and args.b_results_dir is None:
@@ -199,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dataset,
         seeds,
     )
-    print(describe(a, b, judge(a, b, args.no_worse)))
+    two_sided = args.equivalent is not None
+    margin = args.equivalent if two_sided else args.no_worse
+    print(describe(a, b, judge(a, b, margin, two_sided=two_sided)))
     return 0
 
 

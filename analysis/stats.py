@@ -34,10 +34,14 @@ Method, and why:
   ``no_worse(a, b, margin)`` is supported when the 90% interval's lower end lies above
   ``-margin`` (a one-sided test at 5%: a is not worse than b by more than the margin),
   contradicted when its upper end lies below ``-margin``, inconclusive otherwise.
+- "Within M points of each other" (two runs of one spec under two training precisions,
+  say) is the two-sided form: ``equivalent(a, b, margin)`` is two one-sided tests at 5%
+  (TOST), i.e. the 90% interval lies inside ``(-margin, +margin)``; "different" when it
+  lies wholly outside; inconclusive otherwise.
 
 Pure numpy/scipy, no torch. ``diff_intervals`` is the vectorised core (many comparisons
-at once, as the calibration tests and benchmarks/verdicts_bench.py use it); ``compare``
-and ``no_worse`` call it for one pair.
+at once, as the calibration tests and benchmarks/verdicts_bench.py use it); ``compare``,
+``no_worse`` and ``equivalent`` call it for one pair.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ MAX_SEEDS = 100
 ZERO_SPREAD = 1e-9  # mIoU points: a spread this small is float rounding of identical values
 
 Verdict = Literal["a_better", "b_better", "inconclusive"]
-EquivalenceVerdict = Literal["no_worse", "worse", "inconclusive"]
+EquivalenceVerdict = Literal["no_worse", "worse", "equivalent", "different", "inconclusive"]
 
 
 class StatsError(ToolkitError, ValueError):
@@ -230,32 +234,66 @@ def no_worse(
     paired: bool = False,
 ) -> Comparison:
     """Is row a no worse than row b by more than ``margin`` points? (an equivalence test)"""
+    return _equivalence(a, b, margin, spread, alpha, paired, two_sided=False)
+
+
+def equivalent(
+    a: Sequence[float],
+    b: Sequence[float],
+    margin: float,
+    *,
+    spread: Spread | None = None,
+    alpha: float = ALPHA,
+    paired: bool = False,
+) -> Comparison:
+    """Are rows a and b within ``margin`` points of each other? (two one-sided tests)"""
+    return _equivalence(a, b, margin, spread, alpha, paired, two_sided=True)
+
+
+def _equivalence(
+    a: Sequence[float],
+    b: Sequence[float],
+    margin: float,
+    spread: Spread | None,
+    alpha: float,
+    paired: bool,
+    two_sided: bool,
+) -> Comparison:
+    """The 90% interval (two one-sided tests at ``alpha``) against the margin."""
     if not (math.isfinite(margin) and margin > 0):
         raise StatsError(f"margin={margin!r}: must be a positive number of points")
     va, vb = _values(a, "a"), _values(b, "b")
     pair = paired and va.size == vb.size >= 2
     diff, lo, hi, sd, df = diff_intervals(va, vb, 1 - 2 * alpha, spread, paired=pair)
-    low, high = float(lo[0]), float(hi[0])
-    verdict: EquivalenceVerdict = (
-        "no_worse" if low > -margin else "worse" if high < -margin else "inconclusive"
-    )
-    d = float(diff[0])
+    low, high, d = float(lo[0]), float(hi[0]), float(diff[0])
+    verdict: EquivalenceVerdict
+    if two_sided:
+        inside, outside = -margin < low and high < margin, high < -margin or low > margin
+        verdict = "equivalent" if inside else "different" if outside else "inconclusive"
+        room = margin - abs(d)  # how far the nearer bound is from the observed difference
+    else:
+        verdict = "no_worse" if low > -margin else "worse" if high < -margin else "inconclusive"
+        room = d + margin
     return Comparison(
         diff=d,
         ci=(low, high),
         verdict=verdict,
-        # a one-sided test at alpha against the margin: the same power formula at 2 alpha
-        seeds_needed=seeds_needed(d + margin, _one(sd), 2 * alpha, paired=pair)
-        if d + margin > 0
-        else None,
+        # each one-sided test at alpha against its bound: the power formula at 2 alpha, for
+        # the nearer bound (the binding one)
+        seeds_needed=seeds_needed(room, _one(sd), 2 * alpha, paired=pair) if room > 0 else None,
         n_a=va.size,
         n_b=vb.size,
         sd=_one(sd),
         df=_one(df),
         method=("paired t interval (same seeds)" if pair else _method(va.size, vb.size, spread))
-        + f"; equivalence margin {margin:g} points",
+        + f"; equivalence margin {points(margin)}",
         margin=margin,
     )
+
+
+def points(x: float) -> str:
+    """``1 point``, ``0.5 points``: a margin in words."""
+    return f"{x:g} point" + ("" if x == 1 else "s")
 
 
 def _method(na: int, nb: int, spread: Spread | None) -> str:

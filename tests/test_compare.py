@@ -49,6 +49,11 @@ def test_cli_prints_both_sides_and_a_verdict(recipe_file: str, capsys) -> None:
     assert "a - b: " in out and "95% CI" in out and "\nverdict: " in out
     assert main([*args, "--b", "v2:agg=concat,bst=none", "--no-worse", "1"]) == 0
     assert "90% CI" in capsys.readouterr().out
+    assert main([*args, "--b", "v2:agg=concat,bst=none", "--equivalent", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "90% CI" in out and "equivalence margin 1 point" in out
+    verdict = out.split("\nverdict: ", 1)[1].splitlines()[0]
+    assert verdict.startswith(("a and b are within 1", "a and b differ by more", "inconclusive"))
 
 
 @pytest.mark.parametrize(
@@ -65,6 +70,15 @@ def test_bad_input_is_one_clear_error(recipe_file: str, extra, error, message) -
     args = ["--results-dir", str(FIXTURE), "--a", "v2:bst=none", "--a-recipe", recipe_file]
     with pytest.raises(error, match=message.replace("(", r"\(")):
         main([*args, *extra])
+
+
+def test_one_margin_question_at_a_time(recipe_file: str, capsys) -> None:
+    args = ["--results-dir", str(FIXTURE), "--a", "v2:bst=none", "--a-recipe", recipe_file]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--b", "v2:agg=sum,bst=none", "--no-worse", "1", "--equivalent", "1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--equivalent: not allowed with argument --no-worse" in err and err.count("\n") == 1
 
 
 def test_cli_exit_status_and_no_torch(recipe_file: str) -> None:

@@ -13,6 +13,7 @@ from analysis.stats import (
     StatsError,
     compare,
     diff_intervals,
+    equivalent,
     no_worse,
     seeds_needed,
 )
@@ -105,6 +106,35 @@ def test_no_worse_false_support_at_most_5_percent_at_the_margin() -> None:
         b = rng.normal(60.0, SD, (DRAWS, n))
         _, lo, _, _, _ = diff_intervals(a, b, level=0.90)
         assert float((lo > -1.0).mean()) <= LIMIT, n
+
+
+def test_equivalent_is_two_one_sided_tests() -> None:
+    same = [69.6, 69.8, 69.5, 69.7]
+    close = equivalent(same, [69.7, 69.6, 69.9, 69.8], margin=1.0, paired=True)
+    assert close.verdict == "equivalent" and close.method.startswith("paired")
+    assert close.ci[0] > -1.0 and close.ci[1] < 1.0
+    # far apart in either direction is "different", not "worse" or "better"
+    assert equivalent([66.0, 66.2, 65.9], [69.7, 69.6, 69.9], margin=1.0).verdict == "different"
+    assert equivalent([69.7, 69.6, 69.9], [66.0, 66.2, 65.9], margin=1.0).verdict == "different"
+    noisy = equivalent([69.0, 71.0], [70.2, 69.6], margin=1.0)
+    assert noisy.verdict == "inconclusive" and noisy.seeds_needed is not None
+    # no worse in one direction is not enough: a may be better by more than the margin
+    better = [71.6, 71.8, 71.5, 71.7]
+    assert no_worse(better, same, margin=1.0).verdict == "no_worse"
+    assert equivalent(better, same, margin=1.0).verdict == "different"
+    with pytest.raises(StatsError, match="margin"):
+        equivalent([1.0], [1.0], margin=-1.0)
+
+
+@pytest.mark.parametrize("true_diff", [-1.0, 1.0])
+def test_equivalent_false_claims_at_most_5_percent_at_either_margin(true_diff: float) -> None:
+    """When a and b differ by exactly the margin, "equivalent" is said at most 5% of the time."""
+    rng = np.random.default_rng(4)
+    for n in (2, 3, 5, 10):
+        a = rng.normal(60.0 + true_diff, SD, (DRAWS, n))
+        b = rng.normal(60.0, SD, (DRAWS, n))
+        _, lo, hi, _, _ = diff_intervals(a, b, level=0.90)
+        assert float(((lo > -1.0) & (hi < 1.0)).mean()) <= LIMIT, n
 
 
 @pytest.mark.parametrize(
