@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -322,7 +322,6 @@ class RowStats:
     half_values: tuple[float, ...] = ()
     counts: tuple[RunCounts, ...] = ()  # per-image counts of each seed, when stored
     seeds: tuple[int, ...] = ()  # the seed of each value (empty: unknown, e.g. the paper)
-    subset: bool = False  # restricted to the seeds another row has too (``matched``)
 
     @property
     def n(self) -> int:
@@ -339,47 +338,17 @@ class RowStats:
         """Same seeds, in order: the rows saw the same data stream seed by seed."""
         return bool(self.seeds) and self.seeds == other.seeds and self.n == len(self.seeds)
 
-    def on_seeds(self, seeds: Sequence[int]) -> RowStats:
-        """This row's values (and half-budget values and counts) of ``seeds`` only."""
-        at = [self.seeds.index(s) for s in seeds]
-
-        def pick(xs: tuple) -> tuple:
-            return tuple(xs[i] for i in at) if len(xs) == len(self.seeds) else ()
-
-        return replace(
-            self,
-            values=pick(self.values),
-            half_values=pick(self.half_values),
-            counts=pick(self.counts),
-            seeds=tuple(seeds),
-            subset=True,
-        )
-
     def describe(self) -> str:
         if not self.values:
             return f"{self.row}: not run"
-        common = ", seeds in common" if self.subset else ""
-        return f"{self.row} {self.mean:.2f} (n={self.n}{common})"
-
-
-def matched(a: RowStats, b: RowStats) -> tuple[RowStats, RowStats]:
-    """Two rows on the seeds both have, when their seed lists differ and >= 2 are shared:
-    a row with an extra seed (the default spec's sixth, for the calibration) is still
-    compared seed by seed, on the seeds both rows trained with. Otherwise as they are."""
-    known = a.seeds and b.seeds and len(a.seeds) == a.n and len(b.seeds) == b.n
-    if not known or a.seeds == b.seeds:
-        return a, b
-    common = sorted(set(a.seeds) & set(b.seeds))
-    if len(common) < 2:
-        return a, b
-    return a.on_seeds(common), b.on_seeds(common)
+        return f"{self.row} {self.mean:.2f} (n={self.n})"
 
 
 def _compare(
     a: RowStats, b: RowStats, spread: Spread | None
 ) -> tuple[RowStats, RowStats, Comparison]:
-    """``stats.compare`` of two rows, paired on their common seeds where they have them."""
-    a, b = matched(a, b)
+    """``stats.compare`` of two rows: paired when both have the same seeds, else Welch on
+    all seeds of each (pairing on a common subset would drop seeds; see ``analysis.stats``)."""
     return a, b, compare(a.values, b.values, spread=spread, paired=a.pairs_with(b))
 
 
@@ -503,9 +472,8 @@ def judge(
         return Judgement(outcome, text, _needed(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
-        x, y = matched(a, b)
-        c = no_worse(x.values, y.values, claim.margin, spread=spread, paired=x.pairs_with(y))
-        text = _text(x, y, c) + f" (against a {claim.margin:g}-point margin)"
+        c = no_worse(a.values, b.values, claim.margin, spread=spread, paired=a.pairs_with(b))
+        text = _text(a, b, c) + f" (against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
             return Judgement("contradicted", f"not cheaper: {costs}; {text}")
         outcome: Outcome = {"no_worse": "supported", "worse": "contradicted"}.get(

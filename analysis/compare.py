@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.claims import RowStats, matched
+from analysis.claims import RowStats
 from analysis.cli import ArgumentParser, run_cli
 from analysis.records import load_stored_records
 from analysis.stats import (
@@ -115,18 +115,16 @@ def load_side(
 
 
 def judge(a: Side, b: Side, margin: float | None = None, two_sided: bool = False) -> Comparison:
-    """``analysis.stats`` on the two sides, paired on the seeds both have where the
-    claims would pair them (``analysis.claims.matched``). With a ``margin``: "no worse"
-    (one-sided) or "within the margin of each other" (``two_sided``)."""
-    x, y = matched(
-        RowStats(a.label, a.miou, None, seeds=a.seeds),
-        RowStats(b.label, b.miou, None, seeds=b.seeds),
+    """``analysis.stats`` on the two sides by the claims' rule: paired when both sides have
+    the same seeds, else Welch on all seeds of each (``--seeds`` picks common seeds). With
+    a ``margin``: "no worse" (one-sided) or "within the margin of each other" (``two_sided``)."""
+    paired = RowStats(a.label, a.miou, None, seeds=a.seeds).pairs_with(
+        RowStats(b.label, b.miou, None, seeds=b.seeds)
     )
-    paired = x.pairs_with(y)
     if margin is not None:
         test = equivalent if two_sided else no_worse
-        return test(x.values, y.values, margin, paired=paired)
-    return compare(x.values, y.values, paired=paired)
+        return test(a.miou, b.miou, margin, paired=paired)
+    return compare(a.miou, b.miou, paired=paired)
 
 
 def describe(a: Side, b: Side, c: Comparison) -> str:
@@ -139,8 +137,6 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
         b.describe(),
         f"a - b: {c.diff:+.2f} points, {level} CI {ci} ({c.method})",
     ]
-    if c.n_a != len(a.miou) or c.n_b != len(b.miou):
-        lines[-1] += f", on the {c.n_a} seeds both sides have"
     if c.margin is not None:
         words = {
             "no_worse": f"a is no worse than b by more than {points(c.margin)}",

@@ -10,6 +10,8 @@
   the 10 ways, every pair compared with ``stats.compare``. The halves are the same
   network under the same recipe, so a calibrated checker calls (almost) all of them
   inconclusive; the count of decided splits is the check.
+- ``seed_effect``: how much of the seed-to-seed spread the rows share (``stats.seed_icc``
+  over the rows that have the same seeds), which says whether pairing rows by seed pays.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from matplotlib.figure import Figure
 from scipy import stats as sps
 
 from analysis.plots import save_png_svg
-from analysis.stats import Comparison, compare
+from analysis.stats import Comparison, compare, seed_icc
 
 
 def curve_points(records: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +158,50 @@ def calibration_values(
         & (records["status"] == "ok")
     ].dropna(subset=["miou"])
     return {int(r["seed"]): 100.0 * float(r["miou"]) for r in sel.to_dict("records")}
+
+
+@dataclass(frozen=True)
+class SeedEffect:
+    """``stats.seed_icc`` over ``rows`` rows that all have ``seeds``."""
+
+    icc: float
+    rows: int
+    seeds: tuple[int, ...]
+
+    def describe(self) -> str:
+        return (
+            f"Seed luck shared by rows: ICC {self.icc:+.2f} over {self.rows} rows with seeds "
+            f"{', '.join(map(str, self.seeds))} (the share of the seed-to-seed spread that rows "
+            "trained with the same seed have in common; 1: a seed lifts or sinks every row "
+            "alike, 0: each row has its own luck). Pairing by seed removes that share and "
+            "costs degrees of freedom: rows with the same seeds are compared paired, rows with "
+            "different seeds unpaired with all their seeds (`analysis/stats.py`)."
+        )
+
+
+def seed_effect(records: pd.DataFrame, dataset_id: str) -> SeedEffect | None:
+    """ICC of the ok runs' mIoU, rows = (spec, recipe). Uses seeds 0..k-1 and the rows that
+    have all of them, for the k (>= 3) that leaves the most error degrees of freedom
+    ((rows - 1)(k - 1)); None with fewer than 3 such rows."""
+    ok = records[(records["status"] == "ok") & (records["dataset_id"] == dataset_id)]
+    ok = ok.dropna(subset=["miou"])
+    if ok.empty:
+        return None
+    table = ok.pivot_table(index=["spec_id", "recipe_id"], columns="seed", values="miou")
+    best: tuple[int, pd.DataFrame] | None = None
+    for k in range(3, int(table.columns.max()) + 2):
+        seeds = list(range(k))
+        if not set(seeds) <= set(table.columns):
+            break
+        full = table[seeds].dropna()
+        df = (len(full) - 1) * (k - 1)
+        if len(full) >= 3 and (best is None or df > best[0]):
+            best = (df, full)
+    if best is None:
+        return None
+    full = best[1]
+    seeds = tuple(int(s) for s in full.columns)
+    return SeedEffect(seed_icc(100.0 * full.to_numpy()), len(full), seeds)
 
 
 def describe_calibration(cal: Calibration | None, needed: int = 6) -> Sequence[str]:

@@ -25,6 +25,7 @@ from analysis.curves import (
     describe_calibration,
     plot_learning_curves,
     rank_agreement,
+    seed_effect,
 )
 from analysis.plots import (
     paper_points,
@@ -176,9 +177,12 @@ def _figure1_section(records: pd.DataFrame, figures: Path, out: Path) -> str:
     return f"{note}\n\n![Figure 1]({png})\n\n([SVG]({svg}))\n"
 
 
-def _calibration_section(records: pd.DataFrame, recipe: Recipe, dataset_id: str) -> str:
+def _calibration_section(
+    records: pd.DataFrame, used: pd.DataFrame, recipe: Recipe, dataset_id: str
+) -> str:
     """The default spec's seeds split in halves: how often the checker sees a difference
-    between two halves of one and the same experiment."""
+    between two halves of one and the same experiment; and how much seed luck the rows of
+    the report (``used``) share, which decides whether pairing by seed pays."""
     spec = get_preset("bisenetv2")
     num_classes = dataset_classes(records, dataset_id) or spec.num_classes
     spec = for_dataset(spec, num_classes)
@@ -187,7 +191,9 @@ def _calibration_section(records: pd.DataFrame, recipe: Recipe, dataset_id: str)
         f"The default spec (`bisenetv2`, {spec.spec_id}) under recipe {recipe.name}, "
         f"{len(values)} seed(s) stored. "
     )
-    return intro + "\n".join(describe_calibration(calibration(values))) + "\n"
+    text = intro + "\n".join(describe_calibration(calibration(values))) + "\n"
+    effect = seed_effect(used, dataset_id)
+    return text + ("\n" + effect.describe() + "\n" if effect else "")
 
 
 def _claims_section(verdicts: Sequence[Verdict]) -> str:
@@ -218,8 +224,8 @@ def _claims_section(verdicts: Sequence[Verdict]) -> str:
     rule = (
         "Rule (`analysis/stats.py`): a row is better only when the 95% interval of the "
         "difference of mean mIoU excludes zero (the t interval of the per-seed differences "
-        "when the rows share at least 2 seeds, on those seeds; otherwise Welch's t interval, "
-        "and a single-seed row borrows the table's pooled seed spread); otherwise the verdict "
+        "when both rows have the same seeds; otherwise Welch's t interval on all seeds of "
+        "each, and a single-seed row borrows the table's pooled seed spread); otherwise the verdict "
         "is *inconclusive*, with the "
         "seeds per row that would settle a difference of the observed size (80% power). With "
         'no true difference a verdict is wrong at most 5% of the time. "No worse" claims '
@@ -331,7 +337,7 @@ def render_report(
     parts.append("## The paper's Figure 1, regenerated\n")
     parts.append(_figure1_section(records, figures, out))
     parts.append("## Calibration of the verdicts\n")
-    parts.append(_calibration_section(records, base, dataset_id))
+    parts.append(_calibration_section(records, used, base, dataset_id))
     parts.append("## Environment of the measurements\n")
     parts.append(_environment_section(used))
     return "\n".join(parts)

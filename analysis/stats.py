@@ -16,11 +16,16 @@ Method, and why:
   computed: the verdict is inconclusive and the interval unbounded. A single run never
   decides a comparison on its own.
 - Rows trained with the same seeds (the seed fixes the data order and augmentation for
-  every row, so rows share each seed's luck): ``paired=True`` uses the t interval of the
-  per-seed differences, which removes that shared part. Measured on the pilot runs
-  (results/v2-synth, Table 3a at 600 iterations) seed 0 beat seed 1 in 4 of 5 rows by
-  2-5 points: pairing is what makes 3-5 seeds enough there. The claims pair on the
-  seeds both rows have whenever they share at least 2 (``analysis.claims.matched``).
+  every row, so rows may share each seed's luck): ``paired=True`` uses the t interval of
+  the per-seed differences, which removes that shared part. The claims pair two rows
+  when both have the same seeds, and compare rows with different seed lists unpaired
+  (Welch) with all their seeds, never dropping seeds to pair them. Why: pairing gains
+  only as much as the seeds' luck is shared, ``seed_icc`` (the report states it), and
+  costs degrees of freedom. Over Tables 2 and 3a of results/v2-synth (10 rows x 5
+  seeds) the shared part is small, ICC 0.24 (the 2-seed pilot had suggested far more).
+  At that level pairing rows with the same 5 seeds neither gains nor loses, while
+  pairing 5 seeds against 3 on the 3 in common has 24% power against Welch's 34% on all
+  8; it wins only above an ICC of about 0.6 (``benchmarks/verdicts_bench.py``).
 - A spread estimated as exactly zero (identical values) is no estimate: the interval is
   unbounded and the verdict inconclusive.
 - ``spread`` with ``df=None`` is a *known* spread (a normal interval): that is how the
@@ -163,6 +168,28 @@ def diff_intervals(
     crit = np.where(np.isinf(df), stats.norm.ppf(q), stats.t.ppf(q, np.where(np.isinf(df), 1, df)))
     half = np.where(sd > ZERO_SPREAD, crit * sd * math.sqrt(1 / na + 1 / nb), math.inf)
     return diff, diff - half, diff + half, sd, df
+
+
+def seed_icc(values: np.ndarray) -> float:
+    """How much of the seed-to-seed spread rows trained with the same seed share.
+
+    ``values``: rows x seeds (mIoU, every cell present, >= 2 of each). The consistency
+    intraclass correlation ICC(3,1) of a two-way model without replication (seeds as the
+    targets, rows as the raters): (MS_seed - MS_error) / (MS_seed + (rows - 1) MS_error).
+    It is the correlation between two rows' per-seed values that pairing removes: a
+    paired difference has variance 2 sd^2 (1 - ICC) against 2 sd^2 unpaired. Can be
+    negative (no shared part, estimated with noise).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 2 or min(x.shape) < 2 or not np.isfinite(x).all():
+        raise StatsError(f"seed_icc: needs a rows x seeds table of finite values, got {x.shape}")
+    k, n = x.shape
+    row_means, seed_means, grand = x.mean(1), x.mean(0), x.mean()
+    ms_seed = k * ((seed_means - grand) ** 2).sum() / (n - 1)
+    resid = x - row_means[:, None] - seed_means[None, :] + grand
+    ms_error = (resid**2).sum() / ((k - 1) * (n - 1))
+    denom = ms_seed + (k - 1) * ms_error
+    return float((ms_seed - ms_error) / denom) if denom > 0 else 0.0
 
 
 def seeds_needed(

@@ -8,6 +8,11 @@ difference of 1 and 1.5 points counts the correct verdicts (the power); then the
 rows compared seed by seed when they share each seed's luck. Also prints the
 old rule of thumb (a difference beyond the larger seed std; 1 point for single runs) for
 comparison. The spread defaults to the smoke recipe's seed spread, about 0.5 points.
+
+Last, pairing against Welch by how much luck rows share (the ICC): the paired column
+above assumes nearly all of it is shared, as the 2-seed pilot suggested; over Tables 2
+and 3a of results/v2-synth the measured ICC is 0.24, where the last table says pairing
+only pays for rows with the same seeds, and not on a common subset.
 """
 
 from __future__ import annotations
@@ -84,6 +89,36 @@ def main() -> None:
     print()
     for delta in (0.5, 1.0, 1.5, 2.0):
         print(f"seeds per row for 80% power against {delta} points: {seeds_needed(delta, sd)}")
+    print()
+    pairing_table(rng, draws)
+
+
+def pairing_table(rng: np.random.Generator, draws: int) -> None:
+    """Pair by seed or not? Rows share a part of each seed's luck (the ICC); the rest is
+    their own. In units of the seed spread (sd 1), a true difference of 1.5: the power and
+    the mean interval width of the paired interval on the common seeds against Welch's on
+    all seeds, for rows with the same 5 seeds and for 5 seeds against 3 (3 in common)."""
+    print("pairing by seed against Welch (seed spread 1, true difference 1.5; power / mean")
+    print("95% interval width): rows with the same seeds, and 5 seeds against 3 (3 common)")
+    print()
+    print("  ICC | 5 v 5 paired | 5 v 5 Welch  | 3 common paired | 5 v 3 Welch")
+    print("------|--------------|--------------|-----------------|-------------")
+    for icc in (0.0, 0.25, 0.5, 0.7, 0.8, 0.9):
+        luck = rng.normal(0, np.sqrt(icc), (draws, 5))
+        a = 1.5 + luck + rng.normal(0, np.sqrt(1 - icc), (draws, 5))
+        b = luck + rng.normal(0, np.sqrt(1 - icc), (draws, 5))
+        cells = []
+        for x, y, paired in (
+            (a, b, True),
+            (a, b, False),
+            (a[:, :3], b[:, :3], True),
+            (a, b[:, :3], False),
+        ):
+            _, lo, hi, _, _ = diff_intervals(x, y, paired=paired)
+            cells.append(f"{100 * (lo > 0).mean():4.0f}% / {np.mean(hi - lo):4.2f}")
+        print(
+            f" {icc:4.2f} | {cells[0]:>12s} | {cells[1]:>12s} | {cells[2]:>15s} | {cells[3]:>11s}"
+        )
 
 
 if __name__ == "__main__":

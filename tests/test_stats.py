@@ -15,6 +15,7 @@ from analysis.stats import (
     diff_intervals,
     equivalent,
     no_worse,
+    seed_icc,
     seeds_needed,
 )
 
@@ -230,3 +231,18 @@ def test_a_spread_of_exactly_zero_is_no_estimate() -> None:
     assert compare([30.0, 31.0], [29.0, 30.0], paired=True).ci == (-math.inf, math.inf)
     assert compare([30.0, 30.0], [29.0, 29.0]).verdict == "inconclusive"
     assert compare([31.0], [29.0, 29.0]).verdict == "inconclusive"
+
+
+def test_seed_icc_measures_the_luck_rows_share() -> None:
+    rng = np.random.default_rng(5)
+    luck = rng.normal(0, 2.0, 40)
+    shared = np.stack([60 + r + luck + rng.normal(0, 0.1, 40) for r in range(6)])
+    assert seed_icc(shared) > 0.95
+    own = rng.normal(60, 1.0, (4000, 6, 5))  # 4000 tables, each row its own luck
+    assert abs(np.mean([seed_icc(t) for t in own])) < 0.02
+    # two rows with equal spreads: the ICC is their correlation across seeds
+    x = rng.normal(0, 1, 20000)
+    two = np.stack([x + rng.normal(0, 1, 20000), x + rng.normal(0, 1, 20000)])
+    assert seed_icc(two) == pytest.approx(np.corrcoef(two)[0, 1], abs=0.02)
+    with pytest.raises(StatsError, match="rows x seeds"):
+        seed_icc(np.ones((1, 5)))
