@@ -561,3 +561,18 @@ def test_environment_section_marks_untimed_runs() -> None:
     text = _environment_section(frame)
     assert "| fp32 | - | - | 1 |" in text
     assert "| fp32 | 2 | float32 | 1 |" in text
+
+
+def test_seed_effect_uses_the_seeds_most_rows_share():
+    """4 rows with seeds 0-4 and one with 0-2: seeds 0-4 over 4 rows (12 error degrees of
+    freedom) beat seeds 0-2 over 5 rows (8)."""
+    from analysis.curves import seed_effect
+
+    rng = np.random.default_rng(1)
+    rows = ["detail_only", "semantic_only", "sum", "concat"]
+    recs = [_record("2", r, s, 0.3 + 0.01 * rng.normal()) for r in rows for s in range(5)]
+    recs += [_record("2", "bga", s, 0.3 + 0.01 * rng.normal()) for s in range(3)]
+    effect = seed_effect(records_to_frame(recs), "synth-test")
+    assert effect is not None and effect.rows == 4 and effect.seeds == (0, 1, 2, 3, 4)
+    assert -1.0 < effect.icc < 1.0
+    assert seed_effect(records_to_frame(recs[:10]), "synth-test") is None  # 2 rows only
