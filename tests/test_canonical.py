@@ -56,7 +56,6 @@ def test_the_enumeration_moves_every_field() -> None:
     assert v1 == set(leaf_types(BiSeNetV1Spec))
 
 
-@pytest.mark.slow
 def test_spec_ids_and_networks_correspond_one_to_one(census: dict[str, Any]) -> None:
     c: Census = census["census"]
     assert c.n_ids > 2000  # the enumeration really ran
@@ -64,7 +63,6 @@ def test_spec_ids_and_networks_correspond_one_to_one(census: dict[str, Any]) -> 
     assert c.n_ids == c.n_networks
 
 
-@pytest.mark.slow
 def test_every_field_reaches_the_network_or_is_rejected(census: dict[str, Any]) -> None:
     """Under each switch combination, moving a field changes the built network exactly
     when the spec's rules say it applies, and is refused with 'does not apply' when not."""
@@ -91,7 +89,6 @@ def test_every_field_reaches_the_network_or_is_rejected(census: dict[str, Any]) 
     assert {("v1", "aux_order"), ("v1", "ffm_reduction"), ("v1", "dropout_kind")} <= off
 
 
-@pytest.mark.slow
 def test_distinct_search_points_are_distinct_networks(census: dict[str, Any]) -> None:
     """No knob of a space is credited with a change it did not make."""
     for name, params_of_id in census["points"].items():
