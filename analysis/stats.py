@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -251,42 +252,19 @@ def compare(
     )
 
 
-def no_worse(
+def equivalence(
     a: Sequence[float],
     b: Sequence[float],
     margin: float,
     *,
-    spread: Spread | None = None,
-    alpha: float = ALPHA,
-    paired: bool = False,
-) -> Comparison:
-    """Is row a no worse than row b by more than ``margin`` points? (an equivalence test)"""
-    return _equivalence(a, b, margin, spread, alpha, paired, two_sided=False)
-
-
-def equivalent(
-    a: Sequence[float],
-    b: Sequence[float],
-    margin: float,
-    *,
-    spread: Spread | None = None,
-    alpha: float = ALPHA,
-    paired: bool = False,
-) -> Comparison:
-    """Are rows a and b within ``margin`` points of each other? (two one-sided tests)"""
-    return _equivalence(a, b, margin, spread, alpha, paired, two_sided=True)
-
-
-def _equivalence(
-    a: Sequence[float],
-    b: Sequence[float],
-    margin: float,
-    spread: Spread | None,
-    alpha: float,
-    paired: bool,
     two_sided: bool,
+    spread: Spread | None = None,
+    alpha: float = ALPHA,
+    paired: bool = False,
 ) -> Comparison:
-    """The 90% interval (two one-sided tests at ``alpha``) against the margin."""
+    """The 90% interval (one-sided tests at ``alpha``) against the margin: is a no worse than
+    b by more than ``margin`` points (``no_worse``), or are the two within ``margin`` points
+    of each other (``two_sided``, ``equivalent``)?"""
     if not (math.isfinite(margin) and margin > 0):
         raise StatsError(f"margin={margin!r}: must be a positive number of points")
     va, vb = _values(a, "a"), _values(b, "b")
@@ -321,6 +299,10 @@ def _equivalence(
 def points(x: float) -> str:
     """``1 point``, ``0.5 points``: a margin in words."""
     return f"{x:g} point" + ("" if x == 1 else "s")
+
+
+no_worse = partial(equivalence, two_sided=False)
+equivalent = partial(equivalence, two_sided=True)
 
 
 def _method(na: int, nb: int, spread: Spread | None) -> str:
