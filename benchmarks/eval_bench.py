@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/eval_bench.py [--rounds 5] [--spec bisenetv2] [--out FILE]
 
 Scores one model on the built-in val split (60 images, at the smoke recipe's 128x256
-network input, bf16 + channels_last as training evaluates) with and without the
+network input, channels_last and the precision the recipe's amp gives on this CPU
+(bf16 with native bf16 kernels, else fp32), as training evaluates) with and without the
 per-image intersection/union counts, interleaved (A, B, B, A, ...) so drift hits both
 sides alike; prints each round and the median ratio. Run it on a quiet machine: the
 header records the load average.
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocks.builder import build_model
 from runners.data.datasets import parse_data_arg
-from runners.env import environment, format_environment
+from runners.env import environment, format_environment, precision_name
 from runners.evaluate.predict import evaluate
 from searchspace.atomic import write_text
 from searchspace.presets import parse_spec
@@ -58,7 +59,8 @@ def main() -> None:
         f"$ python benchmarks/eval_bench.py --rounds {args.rounds} --spec {args.spec}",
         format_environment(environment("cpu")),
         f"load average before: {os.getloadavg()[0]:.2f}",
-        f"{len(data.dataset('val'))} val images at {recipe.eval_hw}, threads {args.threads}",
+        f"{len(data.dataset('val'))} val images at {recipe.eval_hw}, threads {args.threads},"
+        f" {precision_name('cpu', recipe.amp)}",
         "round | without per-image s | with per-image s | ratio",
     ]
     ratios, plain_s, with_s = [], [], []
