@@ -106,6 +106,8 @@ def test_end_to_end_then_resume_is_a_no_op(tmp_path: Path, tiny_data: str) -> No
     first = ablate(*_common(tmp_path, tiny_data), "--seeds", "2")
     assert first.returncode == 0, first.stderr
     assert "NOT Cityscapes" in first.stdout
+    # progress counts runs done (by any copy); from the second run on it carries an ETA
+    assert "[1/4] " in first.stdout and "[4/4, ETA " in first.stdout
     assert "lambda_1_8" in first.stdout and "19.93" in first.stdout  # paper GMACs beside ours
     frame = load_records(tmp_path)
     assert len(frame) == 4 and set(frame["status"]) == {"ok"}

@@ -278,6 +278,20 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     assert not store.locks.path(k).exists()
 
 
+def test_held_says_whether_a_live_process_runs_a_key(tmp_path: Path) -> None:
+    """What the ablation's ETA counts as copies at work: live locks, not stale ones."""
+    store = Store(tmp_path)
+    now, host = time.time(), socket.gethostname()
+    assert not store.held(key(1))
+    with store.lock(key(1)):
+        assert store.held(key(1))
+    assert not store.held(key(1))
+    _write_lock(store, key(2), pid=_dead_pid(), hostname=host, heartbeat=now)
+    assert not store.held(key(2))
+    _write_lock(store, key(3), pid=1, hostname="elsewhere", heartbeat=now)
+    assert store.held(key(3))
+
+
 def test_stale_locks_are_broken(tmp_path: Path) -> None:
     store = Store(tmp_path)
     now, host = time.time(), socket.gethostname()

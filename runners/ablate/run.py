@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runners.ablate.eta import Eta, format_eta, share_done_here
 from runners.data.datasets import DataSource
 from runners.env import load_avg_1m
 from runners.experiment import (
@@ -62,23 +63,28 @@ def run_ablation(
     if todo:
         data.prepare(progress=progress)
     by_key = {r.key: r for r in runs}
-    done_count = 0
-    started = time.perf_counter()
+    eta: Eta | None = None  # costs counted after the first run, so one-run commands skip it
 
     def work(key: RecordKey) -> dict[str, Any]:
-        nonlocal done_count
+        nonlocal eta
         run = by_key[key]
-        elapsed = time.perf_counter() - started
-        eta = ""
-        if done_count:
-            eta = f", ETA {elapsed / done_count * (len(todo) - done_count) / 60:.1f} min"
+        pending = [r.key for r in todo if not store.exists(r.key)]
+        left, copies = None, 1
+        if eta is not None:
+            copies = max(1, sum(store.held(k) for k in pending))
+            left = eta.seconds_left(pending, copies)
         say(
-            f"[{done_count + 1}/{len(todo)}{eta}] {run.label} seed {run.seed}: {run.spec.to_string()}"
+            f"[{len(todo) - len(pending) + 1}/{len(todo)}{format_eta(left, copies)}]"
+            f" {run.label} seed {run.seed}: {run.spec.to_string()}"
         )
+        started = time.perf_counter()
         record = execute_run(
             run, data, store.root, device, settings, progress, keep_checkpoints, workers
         )
-        done_count += 1
+        if eta is None and len(pending) > 1:
+            eta = Eta.of(todo)
+        if eta is not None:
+            eta.finished(key, time.perf_counter() - started, share_done_here(record))
         if record["status"] != "ok":
             say(f"    failed: {record['reason']}")
         else:

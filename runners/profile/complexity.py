@@ -43,6 +43,21 @@ def count_macs(model: nn.Module, input_hw: tuple[int, int]) -> int:
     return count_primary(model, input_hw).macs
 
 
+def count_training_macs(model: nn.Module, input_hw: tuple[int, int]) -> int:
+    """Multiply-adds of one train-mode forward of one image, booster heads included: what
+    a training step costs per image, up to the backward pass's roughly constant factor."""
+    # two images: train-mode BatchNorm after the global pooling needs more than one value
+    x = torch.empty(2, IN_CHS, *input_hw, device=_device_of(model))
+    was_training = model.training
+    model.train()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 4
+
+
 @dataclass(frozen=True)
 class PrimaryCount:
     """What FlopCounterMode (plus conv output hooks) says about one forward pass of one image."""

@@ -133,6 +133,15 @@ class Locks:
         beat = max(float(beat), mtime) if isinstance(beat, (int, float)) else mtime
         return now - beat > self.stale_after_s
 
+    def is_held(self, key: RecordKey) -> bool:
+        """Whether a live process (this one included) holds the key's lock."""
+        path = self.path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        return not self.is_stale(read_lock(path), st.st_mtime)
+
     def break_stale(self, path: Path, inode: int) -> None:
         """Move a stale lock away; put it back if it turns out to be live after all.
 

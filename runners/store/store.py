@@ -194,6 +194,10 @@ class Store:
 
     # --- locks -----------------------------------------------------------------------
 
+    def held(self, key: RecordKey) -> bool:
+        """Whether some live process is running ``key`` now (its lock is held)."""
+        return self.locks.is_held(key)
+
     @contextlib.contextmanager
     def lock(self, key: RecordKey) -> Iterator[RunLock]:
         """``with store.lock(key) as lock:`` -- ``lock`` is falsy if another process has it."""
