@@ -205,13 +205,12 @@ def seeds_needed(
     ``paired``); None if it cannot be estimated, ``MAX_SEEDS`` + 1 if more."""
     if sd is None or not math.isfinite(sd) or sd <= 0 or diff == 0 or not math.isfinite(diff):
         return None
-    for n in range(2, MAX_SEEDS + 1):
-        df = n - 1 if paired else 2 * n - 2
-        ncp = abs(diff) / (sd * math.sqrt(1 / n if paired else 2 / n))
-        crit = stats.t.ppf(1 - alpha / 2, df)
-        if stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp) >= power:
-            return n
-    return MAX_SEEDS + 1
+    n = np.arange(2, MAX_SEEDS + 1)  # every candidate at once: power grows with n
+    df = n - 1 if paired else 2 * n - 2
+    ncp = abs(diff) / (sd * np.sqrt(1 / n if paired else 2 / n))
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    reached = np.flatnonzero(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp) >= power)
+    return int(n[reached[0]]) if reached.size else MAX_SEEDS + 1
 
 
 def _one(x: np.ndarray) -> float | None:
