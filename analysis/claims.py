@@ -18,14 +18,20 @@ Kinds and verdicts ("not run" whenever a needed row has no ok record, or no MACs
 cost claim):
 
 - ``beats``: rows[0] is better than every other row. Supported if each comparison says
-  so; contradicted if any other row is better; else inconclusive.
+  so; contradicted if any other row is better; else inconclusive. With k > 1 other rows
+  a comparison contradicts only at the Bonferroni level (its interval at 1 - 0.05/k
+  excludes zero): "any of k" at 95% each would be wrong in up to k x 2.5% of claims
+  with no true difference (about 9% for k = 4, ``benchmarks/verdicts_bench.py``), while
+  "all of k" (supported) is an intersection-union test that stays at 2.5% uncorrected.
 - ``argmax``: rows[0] is the most accurate of the rows: judged as ``beats`` against each
   (comparing with the best-looking other row alone would pick it by its own noise).
 - ``no_worse_cheaper``: rows[0] costs fewer MACs than rows[1] and is no worse by more
   than ``margin`` points: an equivalence test (``stats.no_worse``), not the absence of a
   difference. Contradicted if not cheaper or worse beyond the margin.
 - ``monotone``: accuracy grows along the rows. Contradicted if any step goes down
-  (significantly); supported if the last row beats the first; else inconclusive.
+  (significantly, at the Bonferroni level for its k steps); supported if the last row
+  beats the first; else inconclusive. So every claim, of one comparison or several, is
+  wrong at most 5% of the time when its rows do not differ.
 - ``free_accuracy``: rows[0] has the same inference MACs and parameters as rows[1]
   (contradicted if not) and beats it (as ``beats``).
 - ``same_cost`` / ``cheaper`` / ``cost_monotone``: complexity only, from MACs (and
@@ -42,13 +48,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any, Literal
 
 import pandas as pd
 
 from analysis.stats import (
+    ALPHA,
     Comparison,
     RunCounts,
     Spread,
@@ -413,12 +420,38 @@ def _needed(comparisons: Sequence[Comparison]) -> int | None:
     return max(n for n in open_ if n is not None)
 
 
+def _any_of(
+    judged: Sequence[tuple[RowStats, RowStats, Comparison]], spread: Spread | None
+) -> tuple[list[Comparison], list[str]]:
+    """Comparisons whose "b_better" would contradict a claim if *any* of them says so,
+    with texts: with k > 1 of them such a verdict stands only if it holds at level
+    ``ALPHA / k`` (Bonferroni; for "any of k" the same as Holm's first step), so that
+    the claim's false-contradiction rate stays at ALPHA / 2 whatever k; it is demoted to
+    inconclusive otherwise. The "all of them" route (supported) needs no correction: it
+    is an intersection-union test, at most ALPHA / 2 with every comparison at 95%."""
+    k = len(judged)
+    comps, texts = [], []
+    for x, o, c in judged:
+        note = ""
+        if k > 1 and c.verdict == "b_better":
+            strict = compare(x.values, o.values, spread=spread, alpha=ALPHA / k,
+                             paired=x.pairs_with(o))  # fmt: skip
+            lo, hi = strict.ci
+            note = (
+                f"; {100 * (1 - ALPHA / k):g}% CI [{lo:+.2f}, {hi:+.2f}] for {k}"
+                " comparisons (Bonferroni)"
+            )
+            if strict.verdict != "b_better":
+                c = replace(c, verdict="inconclusive")
+        comps.append(c)
+        texts.append(_text(x, o, c) + note)
+    return comps, texts
+
+
 def _beats(
     a: RowStats, others: Sequence[RowStats], spread: Spread | None
 ) -> tuple[Outcome, str, list[Comparison]]:
-    judged = [_compare(a, o, spread) for o in others]
-    comps = [c for _, _, c in judged]
-    texts = [_text(x, o, c) for x, o, c in judged]
+    comps, texts = _any_of([_compare(a, o, spread) for o in others], spread)
     if any(c.verdict == "b_better" for c in comps):
         outcome: Outcome = "contradicted"
     elif all(c.verdict == "a_better" for c in comps):
@@ -488,8 +521,8 @@ def judge(
         outcome, text, comps = _beats(a, [b], spread)
         return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        steps = [_compare(q, p, spread) for p, q in pairwise(stats)]
-        down = [_text(q, p, c) for q, p, c in steps if c.verdict == "b_better"]
+        comps, texts = _any_of([_compare(q, p, spread) for p, q in pairwise(stats)], spread)
+        down = [t for c, t in zip(comps, texts) if c.verdict == "b_better"]
         if down:
             return Judgement("contradicted", "goes down: " + "; ".join(down))
         z, y, last = _compare(stats[-1], a, spread)

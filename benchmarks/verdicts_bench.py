@@ -9,10 +9,14 @@ rows compared seed by seed when they share each seed's luck. Also prints the
 old rule of thumb (a difference beyond the larger seed std; 1 point for single runs) for
 comparison. The spread defaults to the smoke recipe's seed spread, about 0.5 points.
 
-Last, pairing against Welch by how much luck rows share (the ICC): the paired column
+Then pairing against Welch by how much luck rows share (the ICC): the paired column
 above assumes nearly all of it is shared, as the 2-seed pilot suggested; over Tables 2
-and 3a of results/v2-synth the measured ICC is 0.24, where the last table says pairing
+and 3a of results/v2-synth the measured ICC is 0.24, where that table says pairing
 only pays for rows with the same seeds, and not on a common subset.
+
+Last, claims made of several comparisons (argmax, monotone): their false-verdict rate with
+each comparison at 95%, and with the Bonferroni level the claims use on the "any of k"
+route.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def main() -> None:
         print(f"seeds per row for 80% power against {delta} points: {seeds_needed(delta, sd)}")
     print()
     pairing_table(rng, draws)
+    print()
+    family_table(rng, draws)
 
 
 def pairing_table(rng: np.random.Generator, draws: int) -> None:
@@ -119,6 +125,51 @@ def pairing_table(rng: np.random.Generator, draws: int) -> None:
         print(
             f" {icc:4.2f} | {cells[0]:>12s} | {cells[1]:>12s} | {cells[2]:>15s} | {cells[3]:>11s}"
         )
+
+
+def family_table(rng: np.random.Generator, draws: int, icc: float = 0.25) -> None:
+    """Claims made of several comparisons (``analysis.claims``), every row from one
+    distribution: how often the claim is called supported or contradicted. ``argmax`` /
+    ``beats`` (rows[0] against k others) is supported when all k comparisons say so
+    (no correction needed) and contradicted when any says the other row is better;
+    ``monotone`` is supported when the last row beats the first and contradicted when
+    any of its k steps goes down. The "any of k" route at 95% each is what the claims did
+    before; Bonferroni (each at 1 - 0.05/k) is what they do now. Rows of one table share
+    seeds, so comparisons are paired, with the measured seed ICC."""
+    print(f"claims of several comparisons, no true difference (same seeds, ICC {icc}):")
+    print("how often the claim is supported or contradicted, any-of route at 95% / Bonferroni")
+    print()
+    print("kind     | rows | seeds | at 95% each | Bonferroni")
+    print("---------|------|-------|-------------|-----------")
+    for kind, rows in (
+        ("argmax", 3),
+        ("argmax", 5),
+        ("argmax", 6),
+        ("monotone", 4),
+        ("monotone", 5),
+    ):
+        for n in (3, 5):
+            luck = rng.normal(0, np.sqrt(icc), (draws, 1, n))
+            v = luck + rng.normal(0, np.sqrt(1 - icc), (draws, rows, n))
+            if kind == "argmax":
+                pairs = [(v[:, 0], v[:, i]) for i in range(1, rows)]
+                support = np.ones(draws, bool)
+                for x, y in pairs:
+                    _, lo, _, _, _ = diff_intervals(x, y, paired=True)
+                    support &= lo > 0
+            else:
+                pairs = [(v[:, i + 1], v[:, i]) for i in range(rows - 1)]
+                _, lo, _, _, _ = diff_intervals(v[:, -1], v[:, 0], paired=True)
+                support = lo > 0
+            k = len(pairs)
+            cells = []
+            for level in (0.95, 1 - 0.05 / k):
+                contra = np.zeros(draws, bool)
+                for x, y in pairs:
+                    _, _, hi, _, _ = diff_intervals(x, y, level=level, paired=True)
+                    contra |= hi < 0
+                cells.append(100 * (support | contra).mean())
+            print(f"{kind:<8s} | {rows:4d} | {n:5d} | {cells[0]:10.2f}% | {cells[1]:8.2f}%")
 
 
 if __name__ == "__main__":

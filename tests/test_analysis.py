@@ -23,6 +23,7 @@ from analysis.claims import (
     Claim,
     RowStats,
     evaluate_claims,
+    judge,
     pooled_spread,
     verdicts_frame,
 )
@@ -171,6 +172,39 @@ def test_pareto_front():
     points["fps"] = 1000 / points["latency_ms"]
     assert list(pareto_front(points)["label"]) == ["a", "b"]
     assert set(pareto_front(points, "fps")["label"]) == {"a", "b"}
+
+
+@pytest.mark.parametrize("claim_id", ["t3c_expansion_6_best", "t5a_wider"])
+def test_claims_of_several_comparisons_stay_calibrated(claim_id: str) -> None:
+    """All rows from one distribution (3 seeds each): a claim that any of 4 comparisons
+    could contradict says something at most 5% of the time (2.5% each way; the bound is
+    tight for ``monotone``, so the check allows 3 standard errors of 1,000 draws). Without
+    the Bonferroni level on that route these said something in 9% (argmax) and 11%
+    (monotone) of the same draws."""
+    claim = next(c for c in CLAIMS if c.id == claim_id)
+    rng = np.random.default_rng(0)
+    draws, decided = 1000, 0
+    for _ in range(draws):
+        values = rng.normal(30.0, 1.5, (len(claim.rows), 3))
+        rows = [RowStats(r, tuple(v), 1, seeds=(0, 1, 2)) for r, v in zip(claim.rows, values)]
+        decided += judge(claim, rows).outcome != "inconclusive"
+    assert decided / draws <= 0.05 + 3 * (0.05 * 0.95 / draws) ** 0.5
+
+
+def test_a_contradiction_among_several_needs_the_bonferroni_level() -> None:
+    """One of two comparisons goes the wrong way at 95% but not at 97.5%: inconclusive,
+    and the text gives both intervals."""
+    claim = next(c for c in CLAIMS if c.id == "t2_bga_beats_concat_sum")
+    seeds = (0, 1, 2)
+    bga = RowStats("bga", (50.0, 50.5, 49.5), 1, seeds=seeds)
+    concat = RowStats("concat", (51.5, 52.5, 50.5), 1, seeds=seeds)  # paired diff -1.5 +- 0.5
+    low = RowStats("sum", (40.0, 40.5, 39.5), 1, seeds=seeds)
+    got = judge(claim, [bga, concat, low])
+    assert got.outcome == "inconclusive"
+    assert "95% CI [-2.74, -0.26]" in got.detail
+    assert "97.5% CI [-3.29, +0.29] for 2 comparisons (Bonferroni)" in got.detail
+    further = RowStats("concat", (52.5, 53.5, 51.5), 1, seeds=seeds)  # -2.5: holds at 97.5%
+    assert judge(claim, [bga, further, low]).outcome == "contradicted"
 
 
 def test_pooled_spread_uses_rows_with_several_seeds():
