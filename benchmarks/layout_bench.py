@@ -19,51 +19,28 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # isort: off
 import runners  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
-import torch.nn.functional as F
 
 # isort: on
 
-from blocks.builder import build_model
+from train_step import train_seconds
+
 from runners.env import amp_dtype, cpu_model, precision_name
 from searchspace.atomic import write_text
-from searchspace.presets import parse_spec
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 def step_seconds(spec: str, layout: str, steps: int) -> float:
     """Seconds per training step of a freshly built model in ``layout``."""
-    torch.manual_seed(0)
-    fmt = LAYOUTS[layout]
-    model = build_model(parse_spec(spec)).train().to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(8, 3, 128, 256).contiguous(memory_format=fmt)
-    y = torch.randint(0, 19, (8, 128, 256))
-    dtype = amp_dtype("cpu")
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            out = model(x)
-            outs = out if isinstance(out, (list, tuple)) else [out]
-            loss = sum(F.cross_entropy(o.float(), y) for o in outs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+    return train_seconds(spec, steps, LAYOUTS[layout], amp_dtype("cpu")) / steps
 
 
 def main() -> None:

@@ -46,26 +46,10 @@ sys.path.insert(0, {root!r})
 if os.environ.get("BENCH_SETTING") != "before":
     from runners.env import size_torch_threads
     size_torch_threads()
-from blocks.builder import build_model
-from searchspace.presets import get_preset
-torch.manual_seed(0)
-model = build_model(get_preset("bisenetv2")).train().to(memory_format=torch.channels_last)
-opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-x = torch.randn(8, 3, 128, 256).to(memory_format=torch.channels_last)
-y = torch.randint(0, 19, (8, 128, 256))
-def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
-        out = model(x)
-        loss = sum(torch.nn.functional.cross_entropy(o.float(), y) for o in out)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-for _ in range(2):
-    step()
-t0 = time.perf_counter()
-for _ in range({steps}):
-    step()
-print(json.dumps({{"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+sys.path.insert(0, {bench!r})
+from train_step import train_seconds
+seconds = train_seconds("bisenetv2", {steps}, dtype=torch.bfloat16 if {bf16} else None)
+print(json.dumps({{"seconds": seconds, "threads": torch.get_num_threads(),
                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}}))
 """
 
@@ -78,7 +62,7 @@ def run_jobs(setting: str, n: int, steps: int, bf16: bool) -> list[dict]:
         env["OMP_NUM_THREADS"] = "1"
     if setting == "active":
         env["OMP_WAIT_POLICY"] = "ACTIVE"
-    code = JOB.format(root=str(ROOT), steps=steps, bf16=bf16)
+    code = JOB.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), steps=steps, bf16=bf16)
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(n)
