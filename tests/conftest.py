@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,8 +19,11 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# never the user's cache (built-in data, data-check verdicts): one fresh folder per session
-os.environ["BISENET_LAB_CACHE"] = tempfile.mkdtemp(prefix="bisenet-lab-test-cache-")
+# never the user's cache (built-in data, data-check verdicts): one fresh folder per session,
+# removed when the session ends (each run left about 3 MB in the temp folder before)
+_CACHE = tempfile.mkdtemp(prefix="bisenet-lab-test-cache-")
+os.environ["BISENET_LAB_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.pop("BISENET_DATA", None)
 ROOT = Path(__file__).resolve().parent.parent
 
