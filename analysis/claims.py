@@ -401,12 +401,12 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
     ci = "unbounded" if not math.isfinite(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
     word = {"a_better": ">", "b_better": "<", "no_worse": "no worse", "worse": "worse"}
     rel = word.get(c.verdict, "vs")
-    how = ", paired by seed" if c.method.startswith("paired") else ""
-    level = "95%" if c.margin is None else "90%"  # an equivalence test is one-sided at 5%
-    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, {level} CI {ci}{how}"
+    how = ", paired by seed" if c.paired else ""
+    # an equivalence test is one-sided at 5%: a 90% interval
+    text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, {c.level:.0%} CI {ci}{how}"
     if a.counts and b.counts:
         try:
-            _, (blo, bhi) = image_bootstrap(a.counts, b.counts)
+            _, (blo, bhi) = image_bootstrap(a.counts, b.counts, level=c.level, paired=c.paired)
             text += f" (images + seeds bootstrap [{blo:+.2f}, {bhi:+.2f}])"
         except StatsError:
             pass  # scored on other val images: no paired bootstrap

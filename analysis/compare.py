@@ -130,7 +130,7 @@ def judge(a: Side, b: Side, margin: float | None = None, two_sided: bool = False
 def describe(a: Side, b: Side, c: Comparison) -> str:
     """The comparison in words: the difference, its interval, the verdict, what would settle it."""
     lo, hi = c.ci
-    level = "90%" if c.margin is not None else "95%"
+    level = f"{c.level:.0%}"
     ci = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "unbounded (no spread to use)"
     lines = [
         a.describe(),
@@ -153,8 +153,8 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
     lines.append(f"verdict: {verdict}")
     if a.counts and b.counts:
         try:
-            _, (blo, bhi) = image_bootstrap(a.counts, b.counts)
-            lines.append(f"images + seeds bootstrap, 95%: [{blo:+.2f}, {bhi:+.2f}]")
+            _, (blo, bhi) = image_bootstrap(a.counts, b.counts, level=c.level, paired=c.paired)
+            lines.append(f"images + seeds bootstrap, {level}: [{blo:+.2f}, {bhi:+.2f}]")
         except StatsError as exc:
             lines.append(f"no image bootstrap: {exc}")
     if len(set(a.precisions) | set(b.precisions)) > 1:

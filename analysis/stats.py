@@ -104,6 +104,11 @@ class Comparison:
     df: float | None  # its degrees of freedom (None: known spread, or no interval)
     method: str
     margin: float | None = None
+    level: float = 1 - ALPHA  # of ``ci``
+
+    @property
+    def paired(self) -> bool:
+        return self.method.startswith("paired")
 
     @property
     def decided(self) -> bool:
@@ -248,6 +253,7 @@ def compare(
         sd=_one(sd),
         df=_one(df),
         method="paired t interval (same seeds)" if pair else _method(va.size, vb.size, spread),
+        level=1 - alpha,
     )
 
 
@@ -292,6 +298,7 @@ def equivalence(
         method=("paired t interval (same seeds)" if pair else _method(va.size, vb.size, spread))
         + f"; equivalence margin {points(margin)}",
         margin=margin,
+        level=1 - 2 * alpha,
     )
 
 
@@ -351,15 +358,22 @@ def image_bootstrap(
     draws: int = 2000,
     level: float = 1 - ALPHA,
     seed: int = 0,
+    paired: bool = False,
 ) -> tuple[float, tuple[float, float]]:
     """(diff of mean mIoU, percentile interval) resampling val images (the same draw for
-    both rows: a paired bootstrap, since both rows were scored on the same images) and,
-    within each row, its seeds. It adds what the seed-only interval leaves out: another
-    val set from the same distribution could rank the rows differently. With 2-3 seeds a
-    percentile bootstrap of seeds is rough, so it is reported beside the t interval and
-    does not decide verdicts on its own."""
+    both rows: a paired bootstrap, since both rows were scored on the same images) and
+    seeds: within each row, or, with ``paired`` (rows trained with the same seeds, in the
+    same order), the same seeds for both rows, as the paired t interval pairs them. It
+    adds what the seed-only interval leaves out: another val set from the same
+    distribution could rank the rows differently. With 2-5 seeds a percentile bootstrap
+    of seeds is rough (it shrinks the seed spread by sqrt((n-1)/n)), so it is reported
+    beside the t interval, at the same level, and does not decide verdicts on its own."""
     if not a or not b:
         raise StatsError("image bootstrap: each row needs at least one run with per-image counts")
+    if paired and len(a) != len(b):
+        raise StatsError(
+            f"image bootstrap: paired rows need the same seeds, got {len(a)} and {len(b)} runs"
+        )
     ids = a[0].ids
     if any(r.ids != ids for r in (*a, *b)):
         raise StatsError("image bootstrap: the runs were not scored on the same val images")
@@ -367,12 +381,14 @@ def image_bootstrap(
     n_img = len(ids)
     weights = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=draws).astype(float)
 
-    def row_means(runs: Sequence[RunCounts]) -> np.ndarray:
+    def row_means(runs: Sequence[RunCounts], pick: np.ndarray | None = None) -> np.ndarray:
         per_run = np.stack([_miou_of_weights(weights, r) for r in runs], axis=1)  # draws x n
-        pick = rng.integers(0, len(runs), size=(draws, len(runs)))
+        if pick is None:
+            pick = rng.integers(0, len(runs), size=(draws, len(runs)))
         return np.take_along_axis(per_run, pick, axis=1).mean(axis=1)
 
-    diffs = row_means(a) - row_means(b)
+    shared = rng.integers(0, len(a), size=(draws, len(a))) if paired else None
+    diffs = row_means(a, shared) - row_means(b, shared)
     full = np.ones((1, n_img))
     point = float(
         np.mean([_miou_of_weights(full, r)[0] for r in a])

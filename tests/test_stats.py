@@ -190,6 +190,35 @@ def test_image_bootstrap_sees_a_real_difference_and_not_an_absent_one() -> None:
     assert image_bootstrap([a[0]], [a[0]]) == (0.0, (0.0, 0.0))
 
 
+def test_image_bootstrap_pairs_seeds_when_rows_share_them() -> None:
+    """Seed luck shared by both rows (each seed lifts a and b alike by up to 8 points):
+    resampling the same seeds for both rows removes it, as the paired t interval does;
+    resampling each row's seeds on its own leaves it in."""
+    from analysis.stats import RunCounts, image_bootstrap
+
+    rng = np.random.default_rng(2)
+    union = rng.integers(500, 2000, size=(60, 5))
+    noise = rng.normal(0, 0.02, size=(60, 5))
+    ids = tuple(f"img{i}" for i in range(60))
+
+    def run(quality: float) -> RunCounts:
+        return RunCounts(ids, (union * np.clip(quality + noise, 0, 1)).astype(int), union)
+
+    luck = [0.0, 0.08, -0.06, 0.04]
+    a = [run(0.45 + u + 0.01) for u in luck]
+    b = [run(0.45 + u) for u in luck]
+    diff, (plo, phi) = image_bootstrap(a, b, paired=True)
+    _, (ulo, uhi) = image_bootstrap(a, b)
+    assert 0.5 < diff < 1.5  # one point apart
+    assert 0 < plo < diff < phi  # paired: the point is resolved
+    assert ulo < 0 < uhi  # unpaired: lost in the seeds' luck
+    assert phi - plo < (uhi - ulo) / 4
+    _, (lo90, hi90) = image_bootstrap(a, b, paired=True, level=0.90)
+    assert plo <= lo90 and hi90 <= phi  # a 90% interval lies inside the 95% one
+    with pytest.raises(StatsError, match="same seeds"):
+        image_bootstrap(a, b[:3], paired=True)
+
+
 def test_image_bootstrap_refuses_runs_on_other_images() -> None:
     from analysis.stats import RunCounts, image_bootstrap
 
