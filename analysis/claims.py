@@ -28,10 +28,12 @@ cost claim):
 - ``no_worse_cheaper``: rows[0] costs fewer MACs than rows[1] and is no worse by more
   than ``margin`` points: an equivalence test (``stats.no_worse``), not the absence of a
   difference. Contradicted if not cheaper or worse beyond the margin.
-- ``monotone``: accuracy grows along the rows. Contradicted if any step goes down
-  (significantly, at the Bonferroni level for its k steps); supported if the last row
-  beats the first; else inconclusive. So every claim, of one comparison or several, is
-  wrong at most 5% of the time when its rows do not differ.
+- ``monotone``: accuracy grows along the rows. Supported if the last row beats the
+  first; contradicted if any step goes down or the last row is below the first
+  (significantly, at the Bonferroni level for those k + 1 comparisons: a trend that
+  falls overall in small steps contradicts the claim too); else inconclusive. So every
+  claim, of one comparison or several, is wrong at most 5% of the time when its rows do
+  not differ.
 - ``free_accuracy``: rows[0] has the same inference MACs and parameters as rows[1]
   (contradicted if not) and beats it (as ``beats``).
 - ``same_cost`` / ``cheaper`` / ``cost_monotone``: complexity only, from MACs (and
@@ -442,7 +444,8 @@ def _any_of(
                 " comparisons (Bonferroni)"
             )
             if strict.verdict != "b_better":
-                c = replace(c, verdict="inconclusive")
+                # the seeds that would settle it at the level it is judged at
+                c = replace(c, verdict="inconclusive", seeds_needed=strict.seeds_needed)
         comps.append(c)
         texts.append(_text(x, o, c) + note)
     return comps, texts
@@ -521,12 +524,14 @@ def judge(
         outcome, text, comps = _beats(a, [b], spread)
         return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        comps, texts = _any_of([_compare(q, p, spread) for p, q in pairwise(stats)], spread)
-        down = [t for c, t in zip(comps, texts) if c.verdict == "b_better"]
+        steps = [_compare(q, p, spread) for p, q in pairwise(stats)]
+        comps, texts = _any_of([*steps, _compare(stats[-1], a, spread)], spread)
+        last, text = comps[-1], f"last vs first: {texts[-1]}"
+        down = [t for c, t in zip(comps[:-1], texts[:-1]) if c.verdict == "b_better"]
         if down:
             return Judgement("contradicted", "goes down: " + "; ".join(down))
-        z, y, last = _compare(stats[-1], a, spread)
-        text = f"last vs first: {_text(z, y, last)}"
+        if last.verdict == "b_better":
+            return Judgement("contradicted", text)
         if last.verdict == "a_better":
             return Judgement("supported", text)
         return Judgement("inconclusive", text, _needed([last]))

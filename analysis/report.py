@@ -229,8 +229,9 @@ def _claims_section(verdicts: Sequence[Verdict]) -> str:
         "is *inconclusive*, with the "
         "seeds per row that would settle a difference of the observed size (80% power). With "
         "no true difference a verdict is wrong at most 5% of the time; a claim that any of "
-        "k comparisons could contradict (the best of several rows, a monotone trend) "
-        "needs that comparison at the Bonferroni level 1 - 0.05/k, which keeps the claim "
+        "k comparisons could contradict (the best of several rows; a trend, by any step "
+        "or by its last row against its first) needs that comparison at the Bonferroni "
+        "level 1 - 0.05/k, which keeps the claim "
         'at 5% too. "No worse" claims '
         "are equivalence tests against a 1-point margin. Cost claims compare exact MAC "
         "counts. The last column treats the paper's single runs the same way with an "

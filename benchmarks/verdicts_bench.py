@@ -133,7 +133,7 @@ def family_table(rng: np.random.Generator, draws: int, icc: float = 0.25) -> Non
     ``beats`` (rows[0] against k others) is supported when all k comparisons say so
     (no correction needed) and contradicted when any says the other row is better;
     ``monotone`` is supported when the last row beats the first and contradicted when
-    any of its k steps goes down. The "any of k" route at 95% each is what the claims did
+    any of its steps goes down or the last row is below the first (k = steps + 1). The "any of k" route at 95% each is what the claims did
     before; Bonferroni (each at 1 - 0.05/k) is what they do now. Rows of one table share
     seeds, so comparisons are paired, with the measured seed ICC."""
     print(f"claims of several comparisons, no true difference (same seeds, ICC {icc}):")
@@ -159,6 +159,7 @@ def family_table(rng: np.random.Generator, draws: int, icc: float = 0.25) -> Non
                     support &= lo > 0
             else:
                 pairs = [(v[:, i + 1], v[:, i]) for i in range(rows - 1)]
+                pairs.append((v[:, -1], v[:, 0]))
                 _, lo, _, _, _ = diff_intervals(v[:, -1], v[:, 0], paired=True)
                 support = lo > 0
             k = len(pairs)
