@@ -217,3 +217,38 @@ def test_a_five_class_folder_dataset_trains_and_fills_the_table(
     # a folder dataset is not Cityscapes: no delta against the paper's mIoU, and a note
     assert got["Δ mIoU"] == "" and list(frame["dataset_kind"]) == ["folder"]
     assert "is not Cityscapes: measured mIoU is not comparable" in out.stdout
+
+
+def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another copy held run a when this one reached it, and stored a while this one
+    ran b: the summary says nothing is still running elsewhere (it used to count a)."""
+    from runners.ablate import run as ablate_run
+    from runners.experiment import PlannedRun
+    from runners.store.store import Store
+    from searchspace.presets import parse_spec
+    from searchspace.recipes import parse_recipe
+    from searchspace.records import RecordKey
+
+    spec, recipe = parse_spec("v2:bst=none"), parse_recipe("smoke")
+    a, b = (PlannedRun(RecordKey.of(spec, recipe, "data-0", s), spec, recipe, s) for s in (0, 1))
+    store = Store(tmp_path)
+
+    def record(key: RecordKey) -> dict:
+        return {"schema": 1, "key": key.to_dict(), "status": "ok", "reason": None,
+                "metrics": {"miou": 0.5, "macs": 1000, "params": 10}, "timings": {}}  # fmt: skip
+
+    def execute(run: PlannedRun, *_args: object) -> dict:
+        store.put(record(a.key))  # the other copy finishes a meanwhile
+        return record(run.key)
+
+    class Data:
+        def prepare(self, progress: bool = True) -> None:
+            pass
+
+    monkeypatch.setattr(ablate_run, "execute_run", execute)
+    with store.lock(a.key) as held:
+        assert held
+        outcome = ablate_run.run_ablation([a, b], Data(), store, progress=False)  # type: ignore[arg-type]
+    assert outcome.ran == [b.key] and outcome.busy == []

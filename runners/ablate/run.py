@@ -95,7 +95,8 @@ def run_ablation(
         return record
 
     summary = store.run_keys([r.key for r in todo], work, force=force)
-    busy = list(summary.busy)
+    # runs another process held when this one reached them may have finished since
+    busy = [k for k in summary.busy if not store.exists(k)]
     deadline = time.perf_counter() + wait_for_others_s
     while busy and time.perf_counter() < deadline:
         time.sleep(2.0)
