@@ -96,11 +96,11 @@ def run_ablation(
 
     summary = store.run_keys([r.key for r in todo], work, force=force)
     # runs another process held when this one reached them may have finished since
-    busy = [k for k in summary.busy if not store.exists(k)]
-    deadline = time.perf_counter() + wait_for_others_s
-    while busy and time.perf_counter() < deadline:
+    busy, deadline = list(summary.busy), time.perf_counter() + wait_for_others_s
+    while busy := [k for k in busy if not store.exists(k)]:
+        if time.perf_counter() >= deadline:
+            break
         time.sleep(2.0)
-        busy = [k for k in busy if not store.exists(k)]
     failed = [r.key for r in runs if (stored_record(store, r.key) or {}).get("status") == "failed"]
     return AblationOutcome(
         ran=list(summary.ran),
