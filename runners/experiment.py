@@ -21,7 +21,7 @@ from runners.env import environment
 from runners.evaluate.checkpoint import load_model
 from runners.evaluate.predict import evaluate
 from runners.profile.core import profile_spec
-from runners.profile.latency import LatencyConfig
+from runners.profile.latency import LatencyConfig, LatencyResult
 from runners.store import Store, build_record, utc_now
 from runners.train.loop import train
 from searchspace.errors import SpecError, StoreError, ToolkitError, UsageError, one_line
@@ -67,15 +67,14 @@ class PlannedRun:
 
 def profile_run(spec: Any, input_hw: tuple[int, int], settings: ProfileSettings, device: str):
     """Params and MACs (the primary counter only) and, if asked, latency of one spec."""
-    latency = None
-    if settings.latency:
-        latency = LatencyConfig(
-            device=device,
-            warmup=settings.warmup,
-            repeats=settings.repeats,
-            threads=settings.threads,
-        )
+    latency = latency_config(settings, device) if settings.latency else None
     return profile_spec(spec, input_hw, counters=("flop_counter",), latency=latency)
+
+
+def latency_config(settings: ProfileSettings, device: str) -> LatencyConfig:
+    return LatencyConfig(
+        device=device, warmup=settings.warmup, repeats=settings.repeats, threads=settings.threads
+    )
 
 
 def profile_metrics(result: Any) -> dict[str, Any]:
@@ -86,21 +85,25 @@ def profile_metrics(result: Any) -> dict[str, Any]:
         "params_total": int(result.params_total),
         "macs": int(result.macs),
         "macs_input_hw": list(result.input_hw),
-        "latency_ms": None
-        if lat is None
-        else {
-            "median": lat.median_ms,
-            "p95": lat.p95_ms,
-            "iqr": lat.iqr_ms,
-            "repeats": lat.repeats,
-            "input_hw": list(result.input_hw),
-            "batch": lat.batch,
-            "device": lat.device,
-            "threads": lat.threads,
-            "dtype": lat.dtype,
-            "others_busy_cpus": lat.others_busy_cpus,
-            "contended": lat.contended,
-        },
+        "latency_ms": None if lat is None else latency_metrics(lat),
+    }
+
+
+def latency_metrics(lat: LatencyResult) -> dict[str, Any]:
+    """A record's ``latency_ms``: the median with its spread and how it was taken."""
+    return {
+        "median": lat.median_ms,
+        "p95": lat.p95_ms,
+        "iqr": lat.iqr_ms,
+        "repeats": lat.repeats,
+        "rounds": lat.options.get("rounds", 1),
+        "input_hw": list(lat.input_shape[2:]),
+        "batch": lat.batch,
+        "device": lat.device,
+        "threads": lat.threads,
+        "dtype": lat.dtype,
+        "others_busy_cpus": lat.others_busy_cpus,
+        "contended": lat.contended,
     }
 
 

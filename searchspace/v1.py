@@ -270,6 +270,11 @@ class BiSeNetV1Spec(SpecViews):
             out.append(("dropout_kind", why, _V1_DEFAULTS["dropout_kind"]))
         return out
 
+    def deployed(self) -> BiSeNetV1Spec:
+        """The network that runs at inference: aux heads and dropout are training-only
+        (see ``BiSeNetV2Spec.deployed``)."""
+        return self.replace(aux_positions=(), head_dropout=0.0)
+
 
 _SPATIAL_DEFAULTS = {f: getattr(SpatialPathSpec, f) for f in SpatialPathSpec.__dataclass_fields__}
 _V1_DEFAULTS = {

@@ -275,6 +275,12 @@ class BiSeNetV2Spec(SpecViews):
             out.append(("dropout_kind", why, _V2_DEFAULTS["dropout_kind"]))
         return out
 
+    def deployed(self) -> BiSeNetV2Spec:
+        """The network that runs at inference: booster heads and dropout are training-only,
+        so every spec that differs from this one only in them times and deploys alike
+        (``runners.ablate`` times each deployed network once)."""
+        return self.replace(booster_positions=(), head_dropout=0.0)
+
 
 _DETAIL_DEFAULTS = {"widths": DetailBranchSpec.widths, "depths": DetailBranchSpec.depths}
 _SEMANTIC_DEFAULTS = {

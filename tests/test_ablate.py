@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 
 from analysis.records import load_records
+from runners.ablate import run as ablate_run
+from runners.experiment import PlannedRun, ProfileSettings
+from runners.store.store import Store
+from searchspace.presets import parse_spec
+from searchspace.recipes import parse_recipe
+from searchspace.records import RecordKey
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "smoke:budget=3,crop_hw=64+64,batch_size=2,warmup_iters=0"
@@ -131,7 +137,7 @@ def test_end_to_end_then_resume_is_a_no_op(tmp_path: Path, tiny_data: str) -> No
     after = load_records(tmp_path).set_index(["spec_id", "seed"])
     assert (after["miou"] == before).all() and after["latency_ms"].notna().all()
     # one measurement per network: a spec's seeds share it (2 specs x 2 seeds here)
-    assert timed.stdout.count("reused") == 2
+    assert timed.stdout.count("(2 stored runs)") == 2
     assert after.groupby(level="spec_id")["latency_ms"].nunique().eq(1).all()
 
 
@@ -219,29 +225,24 @@ def test_a_five_class_folder_dataset_trains_and_fills_the_table(
     assert "is not Cityscapes: measured mIoU is not comparable" in out.stdout
 
 
+def _record(key: RecordKey, status: str = "ok") -> dict:
+    reason = "diverged" if status == "failed" else None
+    return {"schema": 1, "key": key.to_dict(), "status": status, "reason": reason,
+            "metrics": {"miou": 0.5, "macs": 1000, "params": 10}, "timings": {}}  # fmt: skip
+
+
 def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another copy held run a when this one reached it, and stored a while this one
     ran b: the summary says nothing is still running elsewhere (it used to count a)."""
-    from runners.ablate import run as ablate_run
-    from runners.experiment import PlannedRun
-    from runners.store.store import Store
-    from searchspace.presets import parse_spec
-    from searchspace.recipes import parse_recipe
-    from searchspace.records import RecordKey
-
     spec, recipe = parse_spec("v2:bst=none"), parse_recipe("smoke")
     a, b = (PlannedRun(RecordKey.of(spec, recipe, "data-0", s), spec, recipe, s) for s in (0, 1))
     store = Store(tmp_path)
 
-    def record(key: RecordKey) -> dict:
-        return {"schema": 1, "key": key.to_dict(), "status": "ok", "reason": None,
-                "metrics": {"miou": 0.5, "macs": 1000, "params": 10}, "timings": {}}  # fmt: skip
-
     def execute(run: PlannedRun, *_args: object) -> dict:
-        store.put(record(a.key))  # the other copy finishes a meanwhile
-        return record(run.key)
+        store.put(_record(a.key))  # the other copy finishes a meanwhile
+        return _record(run.key)
 
     class Data:
         def prepare(self, progress: bool = True) -> None:
@@ -252,3 +253,31 @@ def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
         assert held
         outcome = ablate_run.run_ablation([a, b], Data(), store, progress=False)  # type: ignore[arg-type]
     assert outcome.ran == [b.key] and outcome.busy == []
+
+
+def test_remeasure_times_each_deployed_network_once(tmp_path: Path) -> None:
+    """Rows that differ only in training-only booster heads deploy one network: one
+    measurement serves both, seeds included; a failed run is left untimed."""
+    recipe = parse_recipe("smoke")
+    runs = [
+        PlannedRun(RecordKey.of(spec, recipe, "data-0", seed), spec, recipe, seed)
+        for spec in (parse_spec("v2:bst=none"), parse_spec("v2"), parse_spec("v2:lam=0.125"))
+        for seed in (0, 1)
+    ]
+    store = Store(tmp_path)
+    for run in runs[:-1]:
+        store.put(_record(run.key))
+    store.put(_record(runs[-1].key, status="failed"))
+    said: list[str] = []
+    settings = ProfileSettings(warmup=1, repeats=2, threads=1, input_hw=(32, 64))
+    done = ablate_run.remeasure_latency(runs, store, "cpu", settings, say=said.append, rounds=2)
+    assert done == 5
+    assert said[0] == "timing 2 networks at 32x64, 2 calls each in 2 turns"
+    # the default spec with and without boosters: 4 runs, one timing, one line
+    assert said[1].endswith(" ms  v2:bst=none, v2 (4 stored runs)")
+    assert said[2].endswith(" ms  v2:lam=0.125 (1 stored run)")
+    lat = [(store.get(r.key) or {})["metrics"].get("latency_ms") for r in runs]
+    assert lat[0] == lat[1] == lat[2] == lat[3] and lat[0]["rounds"] == 2
+    assert lat[0]["input_hw"] == [32, 64] and lat[0]["repeats"] == 2
+    assert lat[4]["median"] != lat[0]["median"] and lat[5] is None
+    assert all((store.get(r.key) or {})["metrics"]["miou"] == 0.5 for r in runs)

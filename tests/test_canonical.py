@@ -225,3 +225,24 @@ def test_the_multipliers_space_is_a_flat_grid_of_fifteen() -> None:
     assert space.size_up_to(10) == 11  # counted only as far as asked
     with pytest.raises(SpecError, match="more than 10 points"):
         space.grid(limit=10)
+
+
+@pytest.mark.parametrize("text", ["v2:hdo=0.1,bdo=0.1,bw=64", "v2:bst=s3+s5_5", "v1:hdo=0.1"])
+def test_deployed_spec_is_the_network_inference_runs(text: str) -> None:
+    """``deployed()`` drops only what eval never runs: the trained network's weights,
+    booster / aux heads left out, load into it exactly and give the same logits."""
+    import torch
+
+    from blocks.builder import build_model
+
+    spec = parse_spec(text)
+    deployed = spec.deployed()
+    assert deployed.spec_id != spec.spec_id
+    assert deployed.deployed() == deployed and deployed.head_dropout == 0.0
+    trained, plain = build_model(spec).eval(), build_model(deployed).eval()
+    assert len(trained.boosters) > 0 and len(plain.boosters) == 0
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("boosters.")}
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(trained(x), plain(x))

@@ -38,7 +38,7 @@ from runners.profile.inference import (
     make_inference_model,
     max_abs_diff,
 )
-from runners.profile.latency import LatencyConfig, measure_latency
+from runners.profile.latency import LatencyConfig, measure_latency, measure_latency_interleaved
 from searchspace.errors import UsageError
 from searchspace.presets import PRESETS, parse_spec
 from searchspace.tables import get_table
@@ -362,3 +362,48 @@ def test_cli_bad_input_in_a_real_process(tmp_path: Path) -> None:
 def test_latency_result_has_no_nan() -> None:
     r = measure_latency(real_model("bisenetv2"), (1, 3, 32, 32), LatencyConfig(warmup=0, repeats=1))
     assert all(math.isfinite(v) for v in (r.median_ms, r.p95_ms, r.iqr_ms, r.images_per_s))
+
+
+def test_interleaved_latency_times_each_model_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model gets ``repeats`` timed calls spread over the rounds, warm-up first and
+    one untimed call a round after it; the order rotates so no model is always last."""
+    from runners.profile import latency as latency_mod
+
+    calls: list[tuple[str, int, int]] = []
+
+    def fake_timer(step, warmup: int, repeats: int) -> list[float]:
+        calls.append((step.__name__, warmup, repeats))
+        return [1.0] * repeats
+
+    monkeypatch.setattr(latency_mod, "_time_cpu", fake_timer)
+
+    def named_step(model, shape, cfg):
+        def step():
+            return None
+
+        step.__name__ = model.tag
+        return step
+
+    monkeypatch.setattr(latency_mod, "_make_step", named_step)
+    models = {}
+    for tag in ("a", "b", "c"):
+        m = nn.Identity()
+        m.tag = tag
+        models[tag] = m
+    cfg = LatencyConfig(warmup=3, repeats=5, threads=1)
+    out = latency_mod.measure_latency_interleaved(models, (1, 3, 8, 8), cfg, rounds=2)
+    assert calls == [("a", 3, 3), ("b", 3, 3), ("c", 3, 3), ("b", 1, 2), ("c", 1, 2), ("a", 1, 2)]
+    assert set(out) == {"a", "b", "c"}
+    for r in out.values():
+        _consistent(r)
+        assert r.repeats == 5 and r.options["rounds"] == 2
+    with pytest.raises(UsageError, match="rounds 0"):
+        latency_mod.measure_latency_interleaved(models, (1, 3, 8, 8), cfg, rounds=0)
+
+
+def test_interleaved_latency_on_real_models_matches_their_cost_order() -> None:
+    small, large = real_model("bisenetv2"), build_model(parse_spec("v2:a=2"))
+    cfg = LatencyConfig(warmup=1, repeats=4, threads=1)
+    out = measure_latency_interleaved({"v2": small, "a2": large}, (1, 3, *HW), cfg, rounds=2)
+    assert out["a2"].median_ms > 1.5 * out["v2"].median_ms  # about 4x the multiply-adds
+    _consistent(out["v2"])

@@ -15,10 +15,14 @@ from runners.experiment import (
     PlannedRun,
     ProfileSettings,
     execute_run,
+    latency_config,
+    latency_metrics,
     profile_metrics,
     profile_run,
     stored_record,
 )
+from runners.profile.core import build_real
+from runners.profile.latency import measure_latency_interleaved
 from runners.store import Store, utc_now
 from searchspace.records import RecordKey
 
@@ -111,48 +115,71 @@ def run_ablation(
     )
 
 
+# Each network is timed in this many turns (runners.profile.latency.measure_latency_interleaved)
+REMEASURE_ROUNDS = 5
+
+
 def remeasure_latency(
     runs: list[PlannedRun],
     store: Store,
     device: str,
     settings: ProfileSettings,
     say: Callable[[str], None] = print,
+    rounds: int = REMEASURE_ROUNDS,
 ) -> int:
     """Re-time stored runs on this machine, keeping everything else of each record.
 
     Latency belongs to a machine and its load, accuracy does not: this re-measures the
     former (say, on a quiet machine, or on the GPU you will deploy on) without retraining.
-    Latency belongs to the network, not the seed: each spec is timed once per input size
-    and its seeds' records get the same measurement (a table's plan has 3-6 seeds a row,
-    so this pass takes a fraction of the time it would).
+    Latency belongs to the deployed network, not the seed nor the training-only heads
+    (``spec.deployed()``): each network is timed once per input size, and every run that
+    deploys it gets that measurement. The networks are timed in turns, so that a machine
+    drifting over the pass slows them all alike instead of the ones timed last.
     """
-    done = 0
-    timed: dict[tuple[str, tuple[int, int]], tuple[dict[str, Any], str]] = {}
+    groups: dict[tuple[str, tuple[int, int]], list[PlannedRun]] = {}
+    specs: dict[tuple[str, tuple[int, int]], Any] = {}
     for run in runs:
-        with store.lock(run.key) as lock:
-            if not lock:
-                say(f"skipping {run.label} seed {run.seed}: another process holds it")
-                continue
-            record = store.get(run.key)
-            if not record or record.get("status") != "ok":
-                continue
-            input_hw = tuple(settings.input_hw or run.rows[0].input_hw)
-            cache_key = (run.spec.spec_id, input_hw)
-            if cache_key in timed:
-                latency, first = timed[cache_key]
-                reused = f" (the same network as {first}: reused)"
-            else:
-                latency = profile_metrics(profile_run(run.spec, input_hw, settings, device))[
-                    "latency_ms"
-                ]
-                latency.update(remeasured_at=utc_now(), load_avg_1m=load_avg_1m())
-                timed[cache_key] = (latency, f"{run.label} seed {run.seed}")
-                reused = ""
-            record["metrics"]["latency_ms"] = dict(latency)
-            if not lock.lost:
-                store.put(record, force=True)
-                done += 1
-                say(f"{run.label} seed {run.seed}: {latency['median']:.1f} ms{reused}")
+        record = store.get(run.key)
+        if not record or record.get("status") != "ok":
+            continue
+        deployed = run.spec.deployed()
+        input_hw = tuple(settings.input_hw or run.rows[0].input_hw)
+        key = (deployed.spec_id, input_hw)
+        groups.setdefault(key, []).append(run)
+        specs[key] = deployed
+    if not groups:
+        return 0
+    by_size: dict[tuple[int, int], list[tuple[str, tuple[int, int]]]] = {}
+    for key in groups:
+        by_size.setdefault(key[1], []).append(key)
+    cfg = latency_config(settings, device)
+    timed: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
+    for (h, w), keys in by_size.items():
+        say(f"timing {len(keys)} networks at {h}x{w}, {cfg.repeats} calls each in {rounds} turns")
+        models = {key: build_real(specs[key]) for key in keys}
+        results = measure_latency_interleaved(models, (1, 3, h, w), cfg, rounds)
+        for key, lat in results.items():
+            timed[key] = {**latency_metrics(lat), "remeasured_at": utc_now(),
+                          "load_avg_1m": load_avg_1m()}  # fmt: skip
+    done = 0
+    for key, members in groups.items():
+        latency, stored = timed[key], 0
+        for run in members:
+            with store.lock(run.key) as lock:
+                if not lock:
+                    say(f"skipping {run.label} seed {run.seed}: another process holds it")
+                    continue
+                record = store.get(run.key)
+                if not record or record.get("status") != "ok":
+                    continue
+                record["metrics"]["latency_ms"] = dict(latency)
+                if not lock.lost:
+                    store.put(record, force=True)
+                    stored += 1
+        labels = ", ".join(dict.fromkeys(run.label or run.spec.to_string() for run in members))
+        runs_word = "run" if stored == 1 else "runs"
+        say(f"{latency['median']:7.1f} ms  {labels} ({stored} stored {runs_word})")
+        done += stored
     return done
 
 

@@ -18,10 +18,10 @@ import copy
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ RAW_HW = (1024, 2048)
 # ImageNet statistics in 0..255 units; any constants cost the same, these are the usual ones.
 _MEAN = (123.675, 116.28, 103.53)
 _STD = (58.395, 57.12, 57.375)
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -292,44 +293,74 @@ def measure_latency(
     model: nn.Module, input_shape: Sequence[int], cfg: LatencyConfig
 ) -> LatencyResult:
     """Time ``model`` on an NCHW ``input_shape`` (the network input) as ``cfg`` says."""
+    return measure_latency_interleaved({"model": model}, input_shape, cfg, rounds=1)["model"]
+
+
+def measure_latency_interleaved(
+    models: Mapping[K, nn.Module], input_shape: Sequence[int], cfg: LatencyConfig, rounds: int
+) -> dict[K, LatencyResult]:
+    """Time several models in turns: ``rounds`` rounds, each giving every model one untimed
+    call and its share of ``cfg.repeats`` timed ones, the order rotated each round.
+
+    Why: a shared CPU drifts over minutes. Timed one after the other over a 7-minute pass,
+    one network measured anywhere from 572 to 754 ms (median of 10), enough to reorder a
+    table's rows; in turns, drift falls on every model alike. ``rounds=1`` is one model
+    after the other (``cfg.warmup`` untimed calls, then ``cfg.repeats`` timed).
+    """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4 or min(shape) < 1:
         raise UsageError(f"input shape {shape}: expected N, C, H, W")
+    if rounds < 1:
+        raise UsageError(f"rounds {rounds}: must be >= 1")
     cfg.check()
+    per_round = math.ceil(cfg.repeats / rounds)
+    keys = list(models)
+    samples: dict[K, list[float]] = {k: [] for k in keys}
     # events, streams and graphs belong to the current CUDA device: make it cfg's (cuda:N)
     on_device = (
         torch.cuda.device(torch.device(cfg.device)) if cfg.is_cuda else contextlib.nullcontext()
     )
     with cpu_threads(cfg.threads if not cfg.is_cuda else None) as threads, on_device:
-        prepared = prepare_model(model, cfg)
+        prepared = {k: prepare_model(models[k], cfg) for k in keys}
         with torch.inference_mode(), _autocast(cfg, for_graph=cfg.cuda_graphs):
-            step = _make_step(prepared, shape, cfg)
-            if cfg.cuda_graphs:
-                step = _capture_cuda_graph(step)
+            steps = {}
+            for k in keys:
+                steps[k] = _make_step(prepared[k], shape, cfg)
+                if cfg.cuda_graphs:
+                    steps[k] = _capture_cuda_graph(steps[k])
             timer = _time_cuda if cfg.is_cuda else _time_cpu
             with OthersBusy() as others:
-                samples = timer(step, cfg.warmup, cfg.repeats)
-    return summarize(
-        samples,
-        batch=shape[0],
-        backend="torch",
-        scope=cfg.scope,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        input_shape=shape,
-        warmup=cfg.warmup,
-        repeats=cfg.repeats,
-        threads=threads,
-        timer="cuda_events" if cfg.is_cuda else "perf_counter",
-        options={
-            "channels_last": cfg.channels_last,
-            "fold_bn": cfg.fold_bn,
-            "compile": cfg.compile,
-            "cuda_graphs": cfg.cuda_graphs,
-            "raw_hw": list(cfg.raw_hw) if cfg.scope == "end2end" else None,
-        },
-        others_busy_cpus=others.cpus,
-    )
+                for r in range(rounds):
+                    for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                        left = cfg.repeats - len(samples[k])
+                        if left > 0:
+                            warm = cfg.warmup if r == 0 else 1
+                            samples[k] += timer(steps[k], warm, min(per_round, left))
+    return {
+        k: summarize(
+            samples[k],
+            batch=shape[0],
+            backend="torch",
+            scope=cfg.scope,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            input_shape=shape,
+            warmup=cfg.warmup,
+            repeats=cfg.repeats,
+            threads=threads,
+            timer="cuda_events" if cfg.is_cuda else "perf_counter",
+            options={
+                "channels_last": cfg.channels_last,
+                "fold_bn": cfg.fold_bn,
+                "compile": cfg.compile,
+                "cuda_graphs": cfg.cuda_graphs,
+                "raw_hw": list(cfg.raw_hw) if cfg.scope == "end2end" else None,
+                "rounds": rounds,
+            },
+            others_busy_cpus=others.cpus,
+        )
+        for k in keys
+    }
 
 
 def measure_onnxruntime_latency(
