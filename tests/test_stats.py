@@ -275,3 +275,29 @@ def test_seed_icc_measures_the_luck_rows_share() -> None:
     assert seed_icc(two) == pytest.approx(np.corrcoef(two)[0, 1], abs=0.02)
     with pytest.raises(StatsError, match="rows x seeds"):
         seed_icc(np.ones((1, 5)))
+
+
+def test_seeds_needed_counts_welch_degrees_of_freedom_for_unequal_spreads() -> None:
+    """One steady row (sd 0.2) against a noisy one (sd 2): Welch's interval has about
+    n - 1 degrees of freedom, not 2n - 2, so a pooled spread promises power it lacks."""
+    sd_a, sd_b, true_diff, alpha = 0.2, 2.0, 4.0, 0.01
+    pooled = seeds_needed(true_diff, math.sqrt((sd_a**2 + sd_b**2) / 2), alpha)
+    welch = seeds_needed(true_diff, sd_a, alpha, sd_b=sd_b)
+    assert pooled is not None and welch is not None and welch > pooled
+    rng = np.random.default_rng(11)
+
+    def power(k: int) -> float:
+        a = rng.normal(60.0 + true_diff, sd_a, (DRAWS, k))
+        b = rng.normal(60.0, sd_b, (DRAWS, k))
+        _, lo, _, _, _ = diff_intervals(a, b, level=1 - alpha)
+        return float((lo > 0).mean())
+
+    assert power(pooled) < 0.7  # what the pooled formula promised as 80%
+    assert 0.72 <= power(welch) <= 0.92
+    # compare() uses each row's own spread when its interval is Welch's
+    got = compare([63.1, 62.8, 63.0], [59.0, 61.5, 58.2], alpha=alpha)
+    assert got.method == "Welch t interval"
+    assert got.seeds_needed == seeds_needed(
+        got.diff, float(np.std([63.1, 62.8, 63.0], ddof=1)), alpha,
+        sd_b=float(np.std([59.0, 61.5, 58.2], ddof=1)),
+    )  # fmt: skip
