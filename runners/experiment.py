@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,14 @@ def execute_run(
     workers: int = 0,
     on_eval: Callable[[int, float], None] | None = None,
     profiled: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Profile, train, evaluate one run and return its record (failed records included).
 
     ``on_eval`` receives intermediate val mIoU (Optuna pruning) and may raise to stop;
-    ``profiled`` passes metrics already measured (a search checks constraints first).
+    ``profiled`` passes metrics already measured (a search checks constraints first);
+    ``latency`` a ``latency_ms`` measured beforehand (an ablation times its networks in
+    turns first), so profiling only counts.
     """
     started = utc_now()
     timings: dict[str, Any] = {"started_at": started}
@@ -149,7 +152,10 @@ def execute_run(
     t0 = time.perf_counter()
     try:
         if profiled is None:
-            profiled = profile_metrics(profile_run(run.spec, input_hw, settings, device))
+            counting = settings if latency is None else replace(settings, latency=False)
+            profiled = profile_metrics(profile_run(run.spec, input_hw, counting, device))
+            if latency is not None:
+                profiled["latency_ms"] = dict(latency)
         metrics.update(profiled)
     except (ToolkitError, RuntimeError) as exc:
         return failed(f"profiling failed: {one_line(exc, 500)}")

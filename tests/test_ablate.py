@@ -240,7 +240,7 @@ def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
     a, b = (PlannedRun(RecordKey.of(spec, recipe, "data-0", s), spec, recipe, s) for s in (0, 1))
     store = Store(tmp_path)
 
-    def execute(run: PlannedRun, *_args: object) -> dict:
+    def execute(run: PlannedRun, *_args: object, **_kw: object) -> dict:
         store.put(_record(a.key))  # the other copy finishes a meanwhile
         return _record(run.key)
 
@@ -251,7 +251,9 @@ def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
     monkeypatch.setattr(ablate_run, "execute_run", execute)
     with store.lock(a.key) as held:
         assert held
-        outcome = ablate_run.run_ablation([a, b], Data(), store, progress=False)  # type: ignore[arg-type]
+        outcome = ablate_run.run_ablation(
+            [a, b], Data(), store, settings=ProfileSettings(latency=False), progress=False,  # type: ignore[arg-type]
+        )  # fmt: skip
     assert outcome.ran == [b.key] and outcome.busy == []
 
 
@@ -281,3 +283,35 @@ def test_remeasure_times_each_deployed_network_once(tmp_path: Path) -> None:
     assert lat[0]["input_hw"] == [32, 64] and lat[0]["repeats"] == 2
     assert lat[4]["median"] != lat[0]["median"] and lat[5] is None
     assert all((store.get(r.key) or {})["metrics"]["miou"] == 0.5 for r in runs)
+
+
+def test_an_ablation_times_its_networks_in_turns_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Latency is taken for every network to train, up front and in turns, and each run's
+    record gets its network's: the same for rows that differ only in booster heads."""
+    recipe = parse_recipe("smoke")
+    specs = (parse_spec("v2:bst=none"), parse_spec("v2"), parse_spec("v2:lam=0.125"))
+    runs = [PlannedRun(RecordKey.of(sp, recipe, "data-0", 0), sp, recipe, 0) for sp in specs]
+    store = Store(tmp_path)
+    given: dict[str, dict] = {}
+
+    def execute(run: PlannedRun, *_args: object, latency: dict | None = None, **_kw: object):
+        assert latency is not None
+        given[run.spec.to_string()] = latency
+        return _record(run.key)
+
+    class Data:
+        def prepare(self, progress: bool = True) -> None:
+            pass
+
+    said: list[str] = []
+    monkeypatch.setattr(ablate_run, "execute_run", execute)
+    settings = ProfileSettings(warmup=1, repeats=2, threads=1, input_hw=(32, 64))
+    outcome = ablate_run.run_ablation(
+        runs, Data(), store, settings=settings, progress=False, on_progress=said.append,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert len(outcome.ran) == 3
+    assert "timing 2 networks at 32x64, 2 calls each in 5 turns" in said
+    assert given["v2:bst=none"] == given["v2"] and given["v2"]["rounds"] == 5
+    assert given["v2:lam=0.125"]["median"] != given["v2"]["median"]

@@ -399,6 +399,7 @@ def test_interleaved_latency_times_each_model_in_turns(monkeypatch: pytest.Monke
         assert r.repeats == 5 and r.options["rounds"] == 2
     with pytest.raises(UsageError, match="rounds 0"):
         latency_mod.measure_latency_interleaved(models, (1, 3, 8, 8), cfg, rounds=0)
+    assert latency_mod.measure_latency_interleaved({}, (1, 3, 8, 8), cfg, rounds=2) == {}
 
 
 def test_interleaved_latency_on_real_models_matches_their_cost_order() -> None:

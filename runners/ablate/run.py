@@ -24,6 +24,7 @@ from runners.experiment import (
 from runners.profile.core import build_real
 from runners.profile.latency import measure_latency_interleaved
 from runners.store import Store, utc_now
+from searchspace.errors import ToolkitError, one_line
 from searchspace.records import RecordKey
 
 
@@ -66,6 +67,14 @@ def run_ablation(
     say(f"{len(runs)} runs planned: {stored} already stored{bad}, {len(todo)} to do")
     if todo:
         data.prepare(progress=progress)
+    timed: dict[LatencyKey, dict[str, Any]] = {}
+    if todo and settings.latency:
+        try:
+            timed = time_networks(todo, settings, device, say)
+        except (ToolkitError, RuntimeError) as exc:
+            say(
+                f"timing the networks in turns failed ({one_line(exc, 200)}): each run times its own"
+            )
     by_key = {r.key: r for r in runs}
     eta: Eta | None = None  # costs counted after the first run, so one-run commands skip it
 
@@ -83,8 +92,9 @@ def run_ablation(
         )
         started = time.perf_counter()
         record = execute_run(
-            run, data, store.root, device, settings, progress, keep_checkpoints, workers
-        )
+            run, data, store.root, device, settings, progress, keep_checkpoints, workers,
+            latency=timed.get(latency_key(run, settings)) if timed else None,
+        )  # fmt: skip
         if eta is None and len(pending) > 1:
             eta = Eta.of(todo)
         if eta is not None:
@@ -116,7 +126,43 @@ def run_ablation(
 
 
 # Each network is timed in this many turns (runners.profile.latency.measure_latency_interleaved)
-REMEASURE_ROUNDS = 5
+LATENCY_ROUNDS = 5
+LatencyKey = tuple[str, tuple[int, int]]
+
+
+def latency_key(run: PlannedRun, settings: ProfileSettings) -> LatencyKey:
+    """What a latency belongs to: the deployed network (``spec.deployed()``: not the seed,
+    not the training-only heads) at its input size."""
+    input_hw = tuple(settings.input_hw or run.rows[0].input_hw)
+    return run.spec.deployed().spec_id, (int(input_hw[0]), int(input_hw[1]))
+
+
+def time_networks(
+    runs: list[PlannedRun],
+    settings: ProfileSettings,
+    device: str,
+    say: Callable[[str], None] = print,
+    rounds: int = LATENCY_ROUNDS,
+) -> dict[LatencyKey, dict[str, Any]]:
+    """Each distinct deployed network of ``runs`` timed once, all of them in turns (per
+    input size), as a record's ``latency_ms``. Why in turns: a machine drifting over
+    minutes then slows every network alike instead of the ones timed last; one after the
+    other, one network measured 572 to 754 ms across a single pass."""
+    specs: dict[LatencyKey, Any] = {}
+    for run in runs:
+        specs.setdefault(latency_key(run, settings), run.spec.deployed())
+    by_size: dict[tuple[int, int], list[LatencyKey]] = {}
+    for key in specs:
+        by_size.setdefault(key[1], []).append(key)
+    cfg = latency_config(settings, device)
+    timed: dict[LatencyKey, dict[str, Any]] = {}
+    for (h, w), keys in by_size.items():
+        say(f"timing {len(keys)} networks at {h}x{w}, {cfg.repeats} calls each in {rounds} turns")
+        models = {key: build_real(specs[key]) for key in keys}
+        for key, lat in measure_latency_interleaved(models, (1, 3, h, w), cfg, rounds).items():
+            timed[key] = {**latency_metrics(lat), "measured_at": utc_now(),
+                          "load_avg_1m": load_avg_1m()}  # fmt: skip
+    return timed
 
 
 def remeasure_latency(
@@ -125,42 +171,25 @@ def remeasure_latency(
     device: str,
     settings: ProfileSettings,
     say: Callable[[str], None] = print,
-    rounds: int = REMEASURE_ROUNDS,
+    rounds: int = LATENCY_ROUNDS,
 ) -> int:
     """Re-time stored runs on this machine, keeping everything else of each record.
 
     Latency belongs to a machine and its load, accuracy does not: this re-measures the
-    former (say, on a quiet machine, or on the GPU you will deploy on) without retraining.
-    Latency belongs to the deployed network, not the seed nor the training-only heads
-    (``spec.deployed()``): each network is timed once per input size, and every run that
-    deploys it gets that measurement. The networks are timed in turns, so that a machine
-    drifting over the pass slows them all alike instead of the ones timed last.
+    former (say, on a quiet machine, or on the GPU you will deploy on) without retraining,
+    each deployed network once (``time_networks``), and gives every run that deploys it
+    that measurement.
     """
-    groups: dict[tuple[str, tuple[int, int]], list[PlannedRun]] = {}
-    specs: dict[tuple[str, tuple[int, int]], Any] = {}
+    groups: dict[LatencyKey, list[PlannedRun]] = {}
     for run in runs:
         record = store.get(run.key)
-        if not record or record.get("status") != "ok":
-            continue
-        deployed = run.spec.deployed()
-        input_hw = tuple(settings.input_hw or run.rows[0].input_hw)
-        key = (deployed.spec_id, input_hw)
-        groups.setdefault(key, []).append(run)
-        specs[key] = deployed
+        if record and record.get("status") == "ok":
+            groups.setdefault(latency_key(run, settings), []).append(run)
     if not groups:
         return 0
-    by_size: dict[tuple[int, int], list[tuple[str, tuple[int, int]]]] = {}
-    for key in groups:
-        by_size.setdefault(key[1], []).append(key)
-    cfg = latency_config(settings, device)
-    timed: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
-    for (h, w), keys in by_size.items():
-        say(f"timing {len(keys)} networks at {h}x{w}, {cfg.repeats} calls each in {rounds} turns")
-        models = {key: build_real(specs[key]) for key in keys}
-        results = measure_latency_interleaved(models, (1, 3, h, w), cfg, rounds)
-        for key, lat in results.items():
-            timed[key] = {**latency_metrics(lat), "remeasured_at": utc_now(),
-                          "load_avg_1m": load_avg_1m()}  # fmt: skip
+    timed = time_networks(
+        [members[0] for members in groups.values()], settings, device, say, rounds
+    )
     done = 0
     for key, members in groups.items():
         latency, stored = timed[key], 0

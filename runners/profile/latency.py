@@ -299,8 +299,9 @@ def measure_latency(
 def measure_latency_interleaved(
     models: Mapping[K, nn.Module], input_shape: Sequence[int], cfg: LatencyConfig, rounds: int
 ) -> dict[K, LatencyResult]:
-    """Time several models in turns: ``rounds`` rounds, each giving every model one untimed
-    call and its share of ``cfg.repeats`` timed ones, the order rotated each round.
+    """Time several models in turns: ``rounds`` rounds, each giving every model untimed
+    calls (``cfg.warmup`` in the first round, one after) and its share of ``cfg.repeats``
+    timed ones, the order rotated each round.
 
     Why: a shared CPU drifts over minutes. Timed one after the other over a 7-minute pass,
     one network measured anywhere from 572 to 754 ms (median of 10), enough to reorder a
@@ -315,6 +316,8 @@ def measure_latency_interleaved(
     cfg.check()
     per_round = math.ceil(cfg.repeats / rounds)
     keys = list(models)
+    if not keys:
+        return {}
     samples: dict[K, list[float]] = {k: [] for k in keys}
     # events, streams and graphs belong to the current CUDA device: make it cfg's (cuda:N)
     on_device = (
