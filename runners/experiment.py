@@ -60,6 +60,11 @@ class PlannedRun:
     def label(self) -> str:
         return ", ".join(r.key for r in self.rows)
 
+    def input_hw(self, settings: ProfileSettings) -> tuple[int, int]:
+        """Where it is profiled: the settings' input, else its paper row's."""
+        h, w = settings.input_hw or self.rows[0].input_hw
+        return int(h), int(w)
+
     @classmethod
     def of(cls, spec: Any, recipe: Recipe, data: DataSource, seed: int) -> PlannedRun:
         return cls(RecordKey.of(spec, recipe, data.data_id, seed), spec, recipe, seed)
@@ -131,7 +136,7 @@ def execute_run(
     timings: dict[str, Any] = {"started_at": started}
     context = {"tables": [r.key for r in run.rows]}
     metrics: dict[str, Any] = {}
-    input_hw = settings.input_hw or run.rows[0].input_hw
+    input_hw = run.input_hw(settings)
 
     def failed(reason: str, train_part: dict | None = None) -> dict[str, Any]:
         timings["finished_at"] = utc_now()

@@ -315,3 +315,19 @@ def test_an_ablation_times_its_networks_in_turns_before_training(
     assert "timing 2 networks at 32x64, 2 calls each in 5 turns" in said
     assert given["v2:bst=none"] == given["v2"] and given["v2"]["rounds"] == 5
     assert given["v2:lam=0.125"]["median"] != given["v2"]["median"]
+
+
+def test_a_dry_run_times_rows_by_deployed_network() -> None:
+    """Table 4's rows differ only in training-only booster heads: one network, one latency."""
+    from runners.ablate.plan import plan_runs, resolve_tables
+    from runners.data.datasets import parse_data_arg
+
+    runs, _ = plan_runs(
+        resolve_tables(["4"]), ["none", "s2_s3_s4"], parse_recipe("smoke"),
+        parse_data_arg("synth"), 1,
+    )  # fmt: skip
+    settings = ProfileSettings(warmup=1, repeats=2, threads=1, input_hw=(32, 64))
+    rows = ablate_run.dry_run_rows(runs, "cpu", settings)
+    assert [r["row"] for r in rows] == ["4/none", "4/s2_s3_s4"]
+    assert rows[0]["latency_ms"] is not None and rows[0]["latency_ms"] == rows[1]["latency_ms"]
+    assert rows[0]["gmacs"] == rows[1]["gmacs"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from runners.ablate.eta import Eta, format_eta, share_done_here
@@ -133,8 +133,7 @@ LatencyKey = tuple[str, tuple[int, int]]
 def latency_key(run: PlannedRun, settings: ProfileSettings) -> LatencyKey:
     """What a latency belongs to: the deployed network (``spec.deployed()``: not the seed,
     not the training-only heads) at its input size."""
-    input_hw = tuple(settings.input_hw or run.rows[0].input_hw)
-    return run.spec.deployed().spec_id, (int(input_hw[0]), int(input_hw[1]))
+    return run.spec.deployed().spec_id, run.input_hw(settings)
 
 
 def time_networks(
@@ -217,18 +216,22 @@ def dry_run_rows(
 ) -> list[dict[str, Any]]:
     """Profile only (no training, nothing stored): one dict per table row.
 
-    Each spec is profiled once; rows that share it (the same network under another
-    recipe, or the same row in two tables) reuse its numbers.
+    Each spec is counted once; rows that share it (the same network under another
+    recipe, or the same row in two tables) reuse its numbers; latency comes from one
+    pass over the deployed networks in turns (``time_networks``), as in a real run.
     """
     out = []
+    timed = time_networks(runs, settings, device, say=lambda _: None) if settings.latency else {}
+    counting = replace(settings, latency=False)
     profiled: dict[str, dict[str, Any]] = {}
     listed: set[str] = set()
     for run in runs:
         if run.spec.spec_id not in profiled:
-            input_hw = settings.input_hw or run.rows[0].input_hw
-            profiled[run.spec.spec_id] = profile_metrics(
-                profile_run(run.spec, input_hw, settings, device)
+            metrics = profile_metrics(
+                profile_run(run.spec, run.input_hw(counting), counting, device)
             )
+            metrics["latency_ms"] = timed.get(latency_key(run, settings))
+            profiled[run.spec.spec_id] = metrics
         metrics = profiled[run.spec.spec_id]
         for row in run.rows:
             if row.key in listed:
