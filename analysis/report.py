@@ -286,7 +286,7 @@ def render_report(
     figures = out.parent / f"{out.stem}_figures"
     parts = [
         "# BiSeNet V2 ablations: the paper's numbers beside measured ones\n",
-        f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
+        f"Generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} from "
         f"`{source or 'records'}`; recipe **{base.name}** (`{base.recipe_id}`); "
         f"dataset **{label}** (`{dataset_id}`).\n",
     ]

@@ -14,7 +14,7 @@ from searchspace.records import SCHEMA, RecordKey, check_record
 
 def utc_now() -> str:
     """ISO 8601 UTC timestamp with seconds, for ``timings.started_at`` / ``finished_at``."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def plain(record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
