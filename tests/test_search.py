@@ -21,16 +21,27 @@ from runners.search.workers import split_trials
 from searchspace.optuna_spaces import SPACES, get_space
 from searchspace.v1 import BiSeNetV1Spec
 from searchspace.v2 import BiSeNetV2Spec
+from tests.test_bad_input import assert_one_line_error
+from tests.test_bad_input import run as run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RECIPE = "smoke:budget=2,crop_hw=64+64,batch_size=2,warmup_iters=0"
 
 
 def search(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python -m runners.search`` in a process of its own: only where the process matters
+    (a restart, worker processes, a killed worker)."""
     return subprocess.run(
         [sys.executable, "-m", "runners.search", *args],
         cwd=cwd, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def search_here(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``python -m runners.search``'s ``main`` in this process, through the same ``run_cli``
+    wrapper: (exit status, stdout, stderr). capfd, so that writes to the file descriptors
+    (not only to sys.stderr) count as output too, as they would from a process."""
+    return run_command("search", *args, capsys=capfd)
 
 
 def test_every_space_samples_valid_specs() -> None:
@@ -84,12 +95,13 @@ def test_split_trials_uses_every_worker_exactly() -> None:
         (["--export-best", "/proc/front"], "--export-best /proc/front: cannot create"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
-    out = search("--study", "s", "--results-dir", str(tmp_path), *args)
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], out.stderr
-    assert not (tmp_path / "optuna.db").exists() or "cannot connect" not in needle
+def test_bad_input_is_one_line_exit_2(
+    tmp_path: Path, args: list[str], needle: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = search_here(capfd, "--study", "s", "--results-dir", str(tmp_path), *args)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "optuna.db").exists()
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []  # nothing written
 
 
 def test_study_resumes_reuses_trained_specs_and_guards_objectives(
@@ -377,13 +389,16 @@ def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
         assert any(stem in name and name.endswith(".png") for name in written), written
 
 
-def test_enqueued_points_run_first_and_bad_points_are_one_line(tmp_path: Path) -> None:
+def test_enqueued_points_run_first_and_bad_points_are_one_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     good = tmp_path / "points.json"
     good.write_text('[{"width_mult": 0.5, "depth_mult": 1.0}, {"width_mult": 1, "depth_mult": 2}]')
-    out = search("--space", "multipliers", "--study", "q", "--trials", "2",
-                 "--objectives", "gmacs,params", "--results-dir", str(tmp_path / "r"),
-                 "--latency-hw", "64", "64", "--enqueue", str(good))  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    code, _, err = search_here(capfd, "--space", "multipliers", "--study", "q", "--trials", "2",
+                               "--objectives", "gmacs,params", "--results-dir",
+                               str(tmp_path / "r"), "--latency-hw", "64", "64", "--enqueue",
+                               str(good))  # fmt: skip
+    assert code == 0, err
     cfg = SearchConfig(space="multipliers", study="q", trials=2, objectives=("gmacs", "params"),
                        results_dir=str(tmp_path / "r"))  # fmt: skip
     study = open_study(cfg, create=False)
@@ -400,20 +415,25 @@ def test_enqueued_points_run_first_and_bad_points_are_one_line(tmp_path: Path) -
     for text, message in cases.items():
         bad = tmp_path / "bad.json"
         bad.write_text(text)
-        res = search("--space", "multipliers", "--study", "b", "--results-dir",
-                     str(tmp_path / "b"), "--enqueue", str(bad))  # fmt: skip
-        assert res.returncode == 2, (text, res.stderr)
-        assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+        code, _, err = search_here(capfd, "--space", "multipliers", "--study", "b",
+                                   "--results-dir", str(tmp_path / "b"), "--enqueue",
+                                   str(bad))  # fmt: skip
+        assert_one_line_error(code, err, message)
+        assert err.count("\n") == 1, (text, err)
         assert not (tmp_path / "b").exists()  # refused before any study is made
     ge_only = dict(get_space("v2-full").cheapest_params(), block="ib", ge_gather_kernel=3)
     bad.write_text(__import__("json").dumps(ge_only))
-    res = search("--space", "v2-full", "--study", "c", "--results-dir", str(tmp_path / "c"),
-                 "--enqueue", str(bad))  # fmt: skip
-    assert res.returncode == 2 and "'ge_gather_kernel'=3: does not apply here" in res.stderr
+    code, _, err = search_here(capfd, "--space", "v2-full", "--study", "c", "--results-dir",
+                               str(tmp_path / "c"), "--enqueue", str(bad))  # fmt: skip
+    assert_one_line_error(code, err, "'ge_gather_kernel'=3: does not apply here")
+    assert not (tmp_path / "c").exists()
 
 
-def test_grid_sampler_refuses_a_conditional_space(tmp_path: Path) -> None:
-    res = search("--space", "v2-full", "--study", "g", "--sampler", "grid",
-                 "--results-dir", str(tmp_path))  # fmt: skip
-    assert res.returncode == 2
-    assert "space 'v2-full' is conditional" in res.stderr and res.stderr.count("\n") == 1
+def test_grid_sampler_refuses_a_conditional_space(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = search_here(capfd, "--space", "v2-full", "--study", "g", "--sampler", "grid",
+                               "--results-dir", str(tmp_path / "r"))  # fmt: skip
+    assert_one_line_error(code, err, "space 'v2-full' is conditional")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
