@@ -105,17 +105,18 @@ def test_bad_input_is_one_line_exit_2(
 
 
 def test_study_resumes_reuses_trained_specs_and_guards_objectives(
-    tmp_path: Path, tiny_data: str
+    tmp_path: Path, tiny_data: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     common = ["--space", "multipliers", "--recipe", TINY_RECIPE, "--data", tiny_data,
               "--results-dir", str(tmp_path), "--latency-hw", "64", "64", "--sampler", "grid",
               "--latency-repeats", "1"]  # fmt: skip
-    first = search("--study", "a", "--trials", "2", *common)
-    assert first.returncode == 0, first.stderr
+    code, _, err = search_here(capfd, "--study", "a", "--trials", "2", *common)
+    assert code == 0, err
     cfg = SearchConfig(space="multipliers", study="a", trials=3, results_dir=str(tmp_path),
                        recipe=TINY_RECIPE, data=tiny_data, sampler="grid")  # fmt: skip
     assert finished_trials(open_study(cfg, create=False)) == 2
-    # restarting continues to the new target instead of starting over
+    # restarting (a process of its own: nothing carried over in memory) continues to the
+    # new target instead of starting over
     again = search("--study", "a", "--trials", "3", *common)
     assert again.returncode == 0, again.stderr
     study = open_study(cfg, create=False)
@@ -124,14 +125,15 @@ def test_study_resumes_reuses_trained_specs_and_guards_objectives(
     records = list((tmp_path / "records").rglob("*.json"))
     assert len(records) == 3
     # a second study with the same grid order trains nothing: every spec comes from the store
-    other = search("--study", "b", "--trials", "2", *common)
-    assert other.returncode == 0, other.stderr
+    code, _, err = search_here(capfd, "--study", "b", "--trials", "2", *common)
+    assert code == 0, err
     cfg_b = SearchConfig(**{**cfg.__dict__, "study": "b"})
     assert all(t.user_attrs.get("cached") for t in open_study(cfg_b, create=False).trials)
     assert len(list((tmp_path / "records").rglob("*.json"))) == 3
     # the same study name with other objectives is refused and left untouched
-    bad = search("--study", "a", "--trials", "5", "--objectives", "miou,gmacs", *common)
-    assert bad.returncode == 2 and "exists with objectives" in bad.stderr
+    code, _, err = search_here(capfd, "--study", "a", "--trials", "5", "--objectives",
+                               "miou,gmacs", *common)  # fmt: skip
+    assert_one_line_error(code, err, "exists with objectives")
     assert finished_trials(open_study(cfg, create=False)) == 3
 
 
@@ -358,7 +360,9 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_data: 
     assert len(list((tmp_path / "records").rglob("*.json"))) == 1
 
 
-def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
+def test_export_best_and_plots(
+    tmp_path: Path, tiny_data: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     from analysis.study_plots import plot_study
     from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
     from runners.search.workers import run_search
@@ -373,10 +377,9 @@ def test_export_best_and_plots(tmp_path: Path, tiny_data: str) -> None:
     assert paths and len(paths) == len(front)
     # every exported file is a preset the other commands accept (--spec FILE)
     assert [parse_spec(str(p)).spec_id for p in paths] == [s.spec_id for s, _ in front]
-    prof = subprocess.run([sys.executable, "-m", "runners.profile", "--spec", str(paths[0]),
-                           "--input-hw", "64", "64", "--no-latency"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert prof.returncode == 0, prof.stderr
+    code, _, err = run_command("profile", "--spec", str(paths[0]), "--input-hw", "64", "64",
+                               "--no-latency", capsys=capfd)  # fmt: skip
+    assert code == 0, err
     reference = reference_points(cfg)
     # bisenetv2 is the grid point (1.0, 1.0): trained here only if the study sampled it
     trained = any(t.params == {"width_mult": 1.0, "depth_mult": 1.0} for t in study.trials)
