@@ -127,7 +127,7 @@ def half_budget_miou(curve: Any) -> float | None:
 def train_precision(record: Mapping[str, Any]) -> str | None:
     """ "fp16", "bf16" or "fp32": what the run trained in. Records made before it was
     stored are read from the recipe's ``amp`` and the device: until then amp always meant
-    fp16 on CUDA and bf16 on a CPU (``runners.env.amp_dtype`` now runs fp32 on a CPU
+    fp16 on CUDA and bf16 on a CPU (``runners.device.amp_dtype`` now runs fp32 on a CPU
     without native bf16 kernels)."""
     train = record.get("train") or {}
     if train.get("precision"):

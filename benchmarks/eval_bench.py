@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocks.builder import build_model
 from runners.data.datasets import parse_data_arg
-from runners.env import environment, format_environment, precision_name
+from runners.device import precision_name
+from runners.env import environment, format_environment
 from runners.evaluate.predict import evaluate
 from searchspace.atomic import write_text
 from searchspace.presets import parse_spec

@@ -44,7 +44,8 @@ import torch  # noqa: E402
 import runners  # noqa: E402,F401  (OpenMP policy before torch)
 from blocks.builder import build_model  # noqa: E402
 from runners.cpus import default_workers, usable_cpus  # noqa: E402
-from runners.env import cuda_available, environment, format_environment  # noqa: E402
+from runners.device import resolve_device  # noqa: E402
+from runners.env import environment, format_environment  # noqa: E402
 from runners.profile.latency import LatencyConfig, measure_latency  # noqa: E402
 from searchspace.atomic import write_text  # noqa: E402
 from searchspace.errors import UsageError  # noqa: E402
@@ -262,15 +263,12 @@ def main() -> None:
     dry = args.cpu_dry_run
     device = "cpu" if dry else args.device
     if not dry:
-        if not cuda_available():
-            raise SystemExit(
-                "gpu_bench: no CUDA device here (use --cpu-dry-run to test the script)"
-            )
-        index = int(device.split(":", 1)[1]) if ":" in device else 0
-        if not re.fullmatch(r"cuda(:\d+)?", device) or index >= torch.cuda.device_count():
-            raise SystemExit(
-                f"gpu_bench: --device {device}: {torch.cuda.device_count()} CUDA devices here"
-            )
+        if not device.startswith("cuda"):
+            raise SystemExit(f"gpu_bench: --device {device}: expected cuda or cuda:N")
+        try:
+            resolve_device(device)
+        except UsageError as exc:
+            raise SystemExit(f"gpu_bench: {exc} (use --cpu-dry-run to test the script)") from None
         torch.backends.cudnn.benchmark = True
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     say = Report()

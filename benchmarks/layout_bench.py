@@ -32,7 +32,8 @@ import torch
 
 from train_step import train_seconds
 
-from runners.env import amp_dtype, cpu_model, precision_name
+from runners.device import amp_dtype, precision_name
+from runners.env import cpu_model
 from searchspace.atomic import write_text
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.study_plots import nadir  # noqa: E402
+from runners.cpus import usable_cpus  # noqa: E402
 from runners.env import cpu_model  # noqa: E402
 from runners.search.config import SearchConfig  # noqa: E402
 from runners.search.results import hypervolume  # noqa: E402
@@ -184,7 +185,7 @@ def main() -> int:
             t0 = time.perf_counter()
             run_search(cfg)
             wall = time.perf_counter() - t0
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            threads = max(1, usable_cpus() // workers)  # what run_search gives each worker
             say(f"  {workers} worker(s) x {threads} thread(s): {wall:.0f} s wall")
             shutil.rmtree(tmp, ignore_errors=True)
     if args.out:

@@ -44,7 +44,7 @@ if os.environ.get("BENCH_SETTING") != "before":
 import torch
 sys.path.insert(0, {root!r})
 if os.environ.get("BENCH_SETTING") != "before":
-    from runners.env import size_torch_threads
+    from runners.device import size_torch_threads
     size_torch_threads()
 sys.path.insert(0, {bench!r})
 from train_step import train_seconds
@@ -83,7 +83,7 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from runners.cpus import usable_cpus
-    from runners.env import precision_name
+    from runners.device import precision_name
     from searchspace.atomic import write_text
 
     precision = precision_name("cpu", amp=True)  # what the recipes' amp means here

@@ -9,7 +9,7 @@ measures it). Two fixes, both here:
 
 - ``usable_cpus()``: the CPUs in this process's affinity mask, capped by the cgroup CPU
   quota (``cpu.max`` in cgroup v2, ``cfs_quota_us / cfs_period_us`` in v1), which torch
-  ignores; ``runners.env`` sizes torch's pool and the loader's workers to it.
+  ignores; ``runners.device`` sizes torch's pool to it, ``default_workers`` the loader's.
 - ``configure_openmp()``: ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy, so
   idle threads sleep instead of spinning. libgomp reads it once, when torch loads, so this
   runs from ``runners/__init__.py``, before any command imports torch. It is torch-free.

@@ -21,18 +21,7 @@ from typing import Any
 import torch
 
 from runners.cpus import usable_cpus
-
-
-def size_torch_threads() -> int:
-    """Cap torch's intra-op pool at the CPUs this process may use (``runners.cpus``): torch
-    counts the machine's CPUs, not a container's quota. Returns the pool size."""
-    usable = usable_cpus()
-    if torch.get_num_threads() > usable:
-        torch.set_num_threads(usable)
-    return torch.get_num_threads()
-
-
-size_torch_threads()  # every command imports this module before it computes anything
+from runners.device import cpu_has_native_bf16, cuda_available  # sizes torch's threads
 
 
 @cache
@@ -46,39 +35,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cuda_available() -> bool:
-    """A usable CUDA device is present (the one test every ``--device cuda`` check uses)."""
-    return torch.cuda.is_available() and torch.cuda.device_count() > 0
-
-
-@cache
-def cpu_has_native_bf16() -> bool:
-    """oneDNN has bf16 kernels for this CPU (AVX-512 or newer). Without them a bf16
-    convolution runs reference code: a V2 training step under bf16 autocast took 11x as
-    long as in fp32 on an AVX2-only EPYC (8.6 s against 0.8 s, batch 8 at 128x256)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # the probe is private: be conservative
-        return bool(torch.cpu._is_avx512_bf16_supported())
-
-
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """What a recipe's ``amp`` runs in on ``device``: fp16 on CUDA (with a grad scaler),
-    bf16 on a CPU with native bf16 kernels, None (plain fp32) on a CPU without them,
-    where bf16 would be an order of magnitude slower rather than faster."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
-
-
-def precision_name(device: torch.device | str, amp: bool) -> str:
-    """ "fp16", "bf16" or "fp32": the precision a run with ``amp`` actually used (records
-    keep it, since the same recipe means bf16 on one CPU and fp32 on another)."""
-    dtype = amp_dtype(device) if amp else None
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def load_avg_1m() -> float | None:

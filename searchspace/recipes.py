@@ -74,7 +74,7 @@ class Recipe:
     flip: bool = True
     color_jitter: float = 0.2
     # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 kernels (AVX-512), fp32
-    # on other CPUs, where bf16 is ~10x slower (runners.env.amp_dtype; records say which)
+    # on other CPUs, where bf16 is ~10x slower (runners.device.amp_dtype; records say which)
     amp: bool = True
     channels_last: bool = True
     # network input at evaluation (the paper resizes 2048x1024 to 1024x512); None: native.

@@ -83,7 +83,7 @@ def test_several_tables_share_their_common_rows(tmp_path: Path) -> None:
 )
 def test_bad_input_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if "--device" in args:
-        from runners.env import cuda_available
+        from runners.device import cuda_available
 
         if cuda_available():
             pytest.skip("a CUDA device is present")

@@ -28,12 +28,12 @@ def test_the_gpu_benchmark_dry_run_completes(tmp_path: Path) -> None:
 
 
 def test_the_gpu_benchmark_refuses_without_a_gpu() -> None:
-    from runners.env import cuda_available
+    from runners.device import cuda_available
 
     if cuda_available():
         pytest.skip("a GPU is here")
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_bench.py"], cwd=ROOT, capture_output=True, text=True
     )
-    assert done.returncode != 0 and "no CUDA device here" in done.stderr
+    assert done.returncode != 0 and "no CUDA device is available here" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

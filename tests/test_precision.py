@@ -10,9 +10,8 @@ import torch
 
 from analysis.records import records_to_frame, train_precision
 from analysis.tables import build_table, mixed_precision_rows, table_notes
-from runners import env
+from runners import device
 from runners.data.datasets import DataSource
-from runners.evaluate.predict import autocast
 from runners.train.loop import train
 from searchspace.presets import parse_spec
 from searchspace.recipes import parse_recipe
@@ -23,16 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_means_bf16_only_where_the_cpu_has_native_kernels(monkeypatch, native: bool) -> None:
-    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: native)
-    assert env.amp_dtype("cpu") == (torch.bfloat16 if native else None)
-    assert env.amp_dtype("cuda:0") == torch.float16  # a dtype rule: no GPU needed
-    assert env.precision_name("cpu", True) == ("bf16" if native else "fp32")
-    assert env.precision_name("cpu", False) == "fp32"
-    assert env.precision_name("cuda", True) == "fp16"
-    with autocast(torch.device("cpu"), True):
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    assert device.amp_dtype("cpu") == (torch.bfloat16 if native else None)
+    assert device.amp_dtype("cuda:0") == torch.float16  # a dtype rule: no GPU needed
+    assert device.precision_name("cpu", True) == ("bf16" if native else "fp32")
+    assert device.precision_name("cpu", False) == "fp32"
+    assert device.precision_name("cuda", True) == "fp16"
+    with device.autocast(torch.device("cpu"), True):
         y = torch.nn.Linear(4, 4)(torch.ones(2, 4))
     assert y.dtype == (torch.bfloat16 if native else torch.float32)
-    with autocast(torch.device("cpu"), False):
+    with device.autocast(torch.device("cpu"), False):
         assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
 
 
@@ -44,14 +43,14 @@ def test_a_run_records_its_precision_and_a_resume_elsewhere_says_both(
         "smoke:crop_hw=64+64,batch_size=2,warmup_iters=0,scales=1.0,eval_hw=64+128,"
         "budget_kind=iterations,budget=3,amp=true"
     )
-    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     plain = train(spec, recipe, tiny, 0, tmp_path / "a", progress=False)
     assert plain.status == "ok" and plain.precision == "fp32"
     # paused on a CPU with bf16 kernels, finished on one without
-    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     paused = train(spec, recipe, tiny, 0, tmp_path / "b", progress=False, stop_after=1)
     assert paused.status == "paused" and paused.precision == "bf16"
-    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     resumed = train(spec, recipe, tiny, 0, tmp_path / "b", progress=False)
     assert resumed.status == "ok" and resumed.precision == "bf16+fp32"
 

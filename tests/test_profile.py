@@ -21,7 +21,7 @@ from torch import nn
 
 from blocks.builder import build_model
 from runners.cli import run_cli
-from runners.env import cuda_available
+from runners.device import cuda_available
 from runners.profile.__main__ import main as profile_main
 from runners.profile.complexity import count_primary
 from runners.profile.core import profile_spec
@@ -244,7 +244,7 @@ def test_latency_config_rejects_what_cannot_run(kwargs: dict, match: str) -> Non
 
 @pytest.mark.skipif(cuda_available(), reason="a CUDA GPU is present")
 def test_cuda_without_gpu_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="no CUDA GPU"):
+    with pytest.raises(UsageError, match="no CUDA device"):
         LatencyConfig(device="cuda").check()
 
 
@@ -327,7 +327,7 @@ BAD_INPUTS = [
     (["--batch", "0"], "--batch"),
 ]
 if not cuda_available():
-    BAD_INPUTS.append((["--device", "cuda"], "no CUDA GPU"))
+    BAD_INPUTS.append((["--device", "cuda"], "no CUDA device"))
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=lambda v: " ".join(v))

@@ -17,7 +17,7 @@ from torch import nn
 
 from runners.data.datasets import DataSource, parse_data_arg
 from runners.data.labels import IGNORE_INDEX
-from runners.env import cuda_available
+from runners.device import cuda_available
 from runners.train import checkpoint as ckpt
 from runners.train.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
 from runners.train.loop import TrainResult, train

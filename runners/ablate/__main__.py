@@ -18,7 +18,7 @@ from runners.ablate.plan import plan_runs, resolve_tables
 from runners.ablate.run import dry_run_rows, remeasure_latency, run_ablation
 from runners.cli import ArgumentParser, add_workers_argument, resolve_workers, run_cli
 from runners.data.datasets import parse_data_arg
-from runners.env import cuda_available
+from runners.device import cuda_available
 from runners.experiment import ProfileSettings
 from runners.store import Store
 from searchspace.errors import UsageError

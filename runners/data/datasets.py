@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from runners.cpus import usable_cpus
 from runners.data.cache import load_verdict, save_verdict
 from runners.data.labels import (
     CLASS_NAMES,
@@ -157,7 +157,7 @@ class PairedDataset(Dataset):
         """
         n = len(self)
         if threads is None:
-            threads = min(8, os.cpu_count() or 1) if n >= 32 else 1
+            threads = min(8, usable_cpus()) if n >= 32 else 1
         bar = None
         if progress:
             from tqdm import tqdm

@@ -11,7 +11,7 @@ from torch import nn
 
 from blocks.builder import build_model
 from runners.data.datasets import DataSource
-from runners.env import cuda_available
+from runners.device import resolve_device
 from runners.evaluate.metrics import EvalResult
 from runners.evaluate.predict import evaluate
 from runners.train import checkpoint as ckpt
@@ -30,6 +30,7 @@ def load_model(
     path: Path | str, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, object, Recipe]:
     """(model in eval mode on ``device``, spec, recipe) of a checkpoint."""
+    dev = resolve_device(device)  # a bad --device fails before the file is read
     file = checkpoint_file(path)
     data = ckpt.load(file)
     try:
@@ -43,9 +44,6 @@ def load_model(
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {file}: weights do not fit its spec ({first})") from None
-    dev = torch.device(device)
-    if dev.type == "cuda" and not cuda_available():
-        raise UsageError("--device cuda: no CUDA device is available here")
     model = model.to(dev)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)

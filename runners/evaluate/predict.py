@@ -8,7 +8,6 @@ softmax probabilities, as common reimplementations do.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from runners.data.datasets import DataSource
 from runners.data.labels import train_to_label
 from runners.data.transforms import eval_transform
-from runners.env import amp_dtype, cuda_available
+from runners.device import autocast, resolve_device
 from runners.evaluate.metrics import (
     EvalResult,
     PerImage,
@@ -37,15 +36,6 @@ from searchspace.errors import DataError, UsageError
 
 def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision as ``runners.env.amp_dtype`` says (fp16 on CUDA, bf16 on a CPU with
-    native bf16 kernels); a no-op when disabled or when the CPU has no such kernels."""
-    dtype = amp_dtype(device) if enabled else None
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.inference_mode()
@@ -98,13 +88,6 @@ def prediction_path(out_dir: Path, image_path: Path, cityscapes_layout: bool) ->
     return out_dir / f"{image_path.stem}.png"
 
 
-def _device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not cuda_available():
-        raise UsageError("--device cuda: no CUDA device is available here")
-    return dev
-
-
 def _samples(dataset: Dataset, max_images: int | None) -> Dataset:
     if max_images is None or max_images >= len(dataset):  # type: ignore[arg-type]
         return dataset
@@ -149,7 +132,7 @@ def evaluate(
         raise UsageError(f"max_images={max_images}: must be >= 1")
     if not scales or min(scales) <= 0:
         raise UsageError(f"scales={tuple(scales)}: need positive scales")
-    dev = _device(device)
+    dev = resolve_device(device)
     transform = eval_transform(*normalize) if normalize is not None else None
     dataset = data_source.dataset(split, transform=transform)
     image_paths = [p for p, _ in dataset.samples]

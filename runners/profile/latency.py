@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from runners.cpus import OthersBusy
-from runners.env import cuda_available
+from runners.device import autocast, resolve_device
 from runners.export.onnx import DEFAULT_OPSET, export_to_file, ort_session, require_onnxruntime
 from runners.profile.inference import fold_bn
 from searchspace.errors import UsageError
@@ -92,16 +92,9 @@ class LatencyConfig:
 
     def check(self) -> None:
         """Raise UsageError if this machine cannot run the configuration."""
-        if self.is_cuda:
-            if not cuda_available():
-                raise UsageError(f"--device {self.device}: no CUDA GPU is available here")
-            index = torch.device(self.device).index or 0
-            if index >= torch.cuda.device_count():
-                raise UsageError(
-                    f"--device {self.device}: only {torch.cuda.device_count()} GPU(s) here"
-                )
-            if self.dtype == "bf16" and not torch.cuda.is_bf16_supported():
-                raise UsageError(f"--dtype bf16: {torch.cuda.get_device_name(index)} has no bf16")
+        dev = resolve_device(self.device)
+        if dev.type == "cuda" and self.dtype == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UsageError(f"--dtype bf16: {torch.cuda.get_device_name(dev)} has no bf16")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -204,16 +197,6 @@ def prepare_model(model: nn.Module, cfg: LatencyConfig) -> nn.Module:
     if cfg.compile:
         out = torch.compile(out)  # type: ignore[assignment]
     return out
-
-
-def _autocast(cfg: LatencyConfig, for_graph: bool = False) -> contextlib.AbstractContextManager:
-    dtype = DTYPES[cfg.dtype]
-    if dtype is None:
-        return contextlib.nullcontext()
-    # CUDA graphs need the autocast weight cache off: cached casts would escape the capture
-    return torch.autocast(
-        device_type="cuda" if cfg.is_cuda else "cpu", dtype=dtype, cache_enabled=not for_graph
-    )
 
 
 def _make_step(
@@ -325,7 +308,9 @@ def measure_latency_interleaved(
     )
     with cpu_threads(cfg.threads if not cfg.is_cuda else None) as threads, on_device:
         prepared = {k: prepare_model(models[k], cfg) for k in keys}
-        with torch.inference_mode(), _autocast(cfg, for_graph=cfg.cuda_graphs):
+        dtype = DTYPES[cfg.dtype]
+        mixed = autocast(cfg.device, dtype is not None, dtype, cuda_graph=cfg.cuda_graphs)
+        with torch.inference_mode(), mixed:
             steps = {}
             for k in keys:
                 steps[k] = _make_step(prepared[k], shape, cfg)

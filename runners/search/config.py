@@ -82,11 +82,10 @@ class SearchConfig:
         ):
             if value is not None and not value > 0:
                 raise UsageError(f"{name} {value}: must be > 0")
-        if self.device == "cuda":
-            from runners.env import cuda_available
+        if self.device != "cpu":
+            from runners.device import resolve_device  # torch only when a GPU is asked for
 
-            if not cuda_available():
-                raise UsageError("--device cuda: no CUDA device is available here")
+            resolve_device(self.device)
 
     @property
     def storage_url(self) -> str:

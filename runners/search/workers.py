@@ -7,13 +7,13 @@ trial failed and retried once with the same parameters) and takes a share of the
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from runners.cpus import usable_cpus
 from runners.search.config import SearchConfig
 from runners.search.costs import precheck_constraints
 from runners.search.objective import Objective, TrialFailed
@@ -102,7 +102,7 @@ def run_search(cfg: SearchConfig, enqueue: Sequence[Mapping[str, Any]] = ()) -> 
     remaining = cfg.trials - finished_trials(study)
     if remaining <= 0:
         return study
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     threads = cfg.threads or max(1, cores // cfg.workers)
     shares = split_trials(remaining, cfg.workers)
     if len(shares) == 1:

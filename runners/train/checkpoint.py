@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runners.env import cuda_available
+from runners.device import cuda_available
 from searchspace.atomic import replacing
 from searchspace.errors import CheckpointError, one_line
 

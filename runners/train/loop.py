@@ -31,8 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from blocks.builder import build_model
 from runners.data.datasets import DataSource
 from runners.data.decoded import CachedDataset, open_cache
-from runners.env import cpu_model, cuda_available, precision_name
-from runners.evaluate.predict import autocast, evaluate
+from runners.device import autocast, precision_name, resolve_device
+from runners.env import cpu_model
+from runners.evaluate.predict import evaluate
 from runners.train import checkpoint as ckpt
 from runners.train import distributed as dist_utils
 from runners.train.budget import iterations_for
@@ -99,23 +100,6 @@ def _deterministic(device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not cuda_available():
-            raise UsageError("--device cuda: no CUDA device is available here")
-        index = local_rank if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {device}: CUDA device {index} does not exist"
-                f" ({torch.cuda.device_count()} here)"
-            )
-        return torch.device("cuda", index)
-    if dev.type != "cpu":
-        raise UsageError(f"--device {device}: expected cpu or cuda")
-    return dev
-
-
 def params_digest(model: nn.Module) -> str:
     """SHA-1 of every parameter's bytes in name order (BN buffers excluded: under DDP
     without SyncBatchNorm each rank keeps its own running statistics)."""
@@ -176,7 +160,7 @@ def train(
     requested = torch.device(device)
     info = dist_utils.setup(requested.type)
     try:
-        dev = resolve_device(requested, info.local_rank)
+        dev = resolve_device(requested, local_rank=info.local_rank)
         if recipe.batch_size % info.world_size:
             raise UsageError(
                 f"recipe.batch_size={recipe.batch_size} does not split over "
