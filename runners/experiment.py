@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from runners.checkpoint import load_model
 from runners.data.datasets import DataSource
 from runners.env import environment
-from runners.evaluate.checkpoint import load_model
 from runners.evaluate.predict import evaluate
 from runners.profile.core import profile_spec
 from runners.profile.latency import LatencyConfig, LatencyResult

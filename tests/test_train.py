@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+from runners import checkpoint as ckpt
 from runners.data.datasets import DataSource, parse_data_arg
 from runners.data.labels import IGNORE_INDEX
 from runners.device import cuda_available
-from runners.train import checkpoint as ckpt
 from runners.train.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
 from runners.train.loop import TrainResult, train
 from runners.train.losses import ohem_cross_entropy, segmentation_loss

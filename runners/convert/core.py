@@ -17,8 +17,8 @@ import torch
 
 from blocks.builder import build_model
 from blocks.weights import name_list, read_state_dict
+from runners import checkpoint as ckpt
 from runners.convert.keymaps import KEYMAPS, PEER_NORMALISATION, PEER_PRESETS, PEERS, KeyMap
-from runners.train import checkpoint as ckpt
 from searchspace.errors import CheckpointError, UsageError
 from searchspace.presets import ArchSpec, get_preset
 from searchspace.recipes import Recipe, get_recipe

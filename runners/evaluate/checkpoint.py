@@ -1,53 +1,18 @@
-"""Evaluate a saved checkpoint: rebuild the network from the spec JSON stored inside it."""
+"""Evaluate a saved checkpoint: rebuild the network from the spec JSON stored inside it
+(``runners.checkpoint.load_model``) and score it under its recipe's protocol."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from blocks.builder import build_model
+from runners.checkpoint import checkpoint_file, load_model
 from runners.data.datasets import DataSource
-from runners.device import resolve_device
 from runners.evaluate.metrics import EvalResult
 from runners.evaluate.predict import evaluate
-from runners.train import checkpoint as ckpt
-from searchspace.errors import CheckpointError, SpecError, UsageError
-from searchspace.presets import parse_spec
-from searchspace.recipes import Recipe, recipe_from_json_dict
-
-
-def checkpoint_file(path: Path | str) -> Path:
-    """A checkpoint file, or a run folder holding ``checkpoint.pt``."""
-    path = Path(path)
-    return path / ckpt.CHECKPOINT_NAME if path.is_dir() else path
-
-
-def load_model(
-    path: Path | str, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, object, Recipe]:
-    """(model in eval mode on ``device``, spec, recipe) of a checkpoint."""
-    dev = resolve_device(device)  # a bad --device fails before the file is read
-    file = checkpoint_file(path)
-    data = ckpt.load(file)
-    try:
-        spec = parse_spec(data["spec_json"])
-        recipe = recipe_from_json_dict(json.loads(data["recipe_json"]))
-    except (SpecError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {file}: unusable spec or recipe ({exc})") from None
-    model = build_model(spec)
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {file}: weights do not fit its spec ({first})") from None
-    model = model.to(dev)
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval(), spec, recipe
+from searchspace.errors import UsageError
 
 
 def evaluate_checkpoint(

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_onnxruntime("--onnx check (or pass --no-check)")
     path = check_output_path(args.onnx, "--onnx")
     if args.checkpoint is not None:
-        from runners.evaluate.checkpoint import load_model
+        from runners.checkpoint import load_model
 
         model, spec, _ = load_model(args.checkpoint)
     else:

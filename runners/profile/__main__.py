@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_hw = DEFAULT_INPUT_HW
     model = None
     if args.checkpoint is not None:
-        from runners.evaluate.checkpoint import load_model
+        from runners.checkpoint import load_model
 
         model, spec, _ = load_model(args.checkpoint)
     else:

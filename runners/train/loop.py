@@ -29,12 +29,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from blocks.builder import build_model
+from runners import checkpoint as ckpt
 from runners.data.datasets import DataSource
 from runners.data.decoded import CachedDataset, open_cache
 from runners.device import autocast, precision_name, resolve_device
 from runners.env import cpu_model
 from runners.evaluate.predict import evaluate
-from runners.train import checkpoint as ckpt
 from runners.train import distributed as dist_utils
 from runners.train.budget import iterations_for
 from runners.train.data import make_train_loader

@@ -4,10 +4,15 @@ A checkpoint holds everything the next iteration depends on (model, optimizer, A
 iteration, RNG states) plus the spec and recipe JSON it was made with, so resuming under a
 different spec or recipe is an error naming both ids rather than a silently mixed run.
 Files are read with ``weights_only=True``: a checkpoint is data, never code to execute.
+
+``load_model`` rebuilds a checkpoint's network from the spec stored inside it. It lives
+here, below every verb, because training, evaluation, profiling, export and the
+experiment runner all read checkpoints, and none of them should import another for it.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 import zipfile
@@ -16,10 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from runners.device import cuda_available
+from blocks.builder import build_model
+from runners.device import cuda_available, resolve_device
 from searchspace.atomic import replacing
-from searchspace.errors import CheckpointError, one_line
+from searchspace.errors import CheckpointError, SpecError, one_line
+from searchspace.presets import parse_spec
+from searchspace.recipes import Recipe, recipe_from_json_dict
 
 FORMAT = "bisenet-lab checkpoint"
 VERSION = 1
@@ -109,3 +118,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def checkpoint_file(path: Path | str) -> Path:
+    """A checkpoint file, or a run folder holding ``checkpoint.pt``."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def load_model(
+    path: Path | str, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, object, Recipe]:
+    """(model in eval mode on ``device``, spec, recipe) of a checkpoint."""
+    dev = resolve_device(device)  # a bad --device fails before the file is read
+    file = checkpoint_file(path)
+    data = load(file)
+    try:
+        spec = parse_spec(data["spec_json"])
+        recipe = recipe_from_json_dict(json.loads(data["recipe_json"]))
+    except (SpecError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {file}: unusable spec or recipe ({exc})") from None
+    model = build_model(spec)
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {file}: weights do not fit its spec ({first})") from None
+    model = model.to(dev)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), spec, recipe
