@@ -36,10 +36,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blocks.builder import build_model
+from blocks.builder import build_model, build_real
 from runners.env import environment, format_environment
 from runners.profile.complexity import build_on_meta, count_primary
-from runners.profile.core import build_real, count_spec
+from runners.profile.core import count_spec
 from runners.profile.counters import COUNTERS
 from runners.profile.inference import calibrate_batchnorm_, make_inference_model, max_abs_diff
 from searchspace.atomic import write_text

@@ -1,12 +1,14 @@
 """The one place that reads specs: spec -> plan (searchspace) -> modules (blocks).
 
-``build_model`` dispatches on the spec type: BiSeNet V2 and BiSeNet V1 specs.
+``build_model`` dispatches on the spec type: BiSeNet V2 and BiSeNet V1 specs;
+``build_real`` is the same network with seeded weights, in eval mode, on the CPU.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import nn
 
 from blocks.aggregation import (
@@ -187,3 +189,12 @@ def build_model(spec: object) -> nn.Module:
     if isinstance(spec, BiSeNetV1Spec):
         return build_v1(spec)
     raise SpecError(f"spec of type {type(spec).__name__}: no builder for it")
+
+
+def build_real(spec: object, seed: int = 0) -> nn.Module:
+    """A CPU model in eval mode with seeded weights (real ones, unlike a meta-device
+    build), leaving the caller's global RNG state alone: what profiling, export and
+    re-timing use when they have no checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec).eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from searchspace.cli import EXIT_USAGE, ArgumentParser, run_cli
@@ -14,11 +15,15 @@ __all__ = [
     "EXIT_USAGE",
     "ArgumentParser",
     "add_workers_argument",
+    "check_input_hw",
     "check_output_dir",
     "check_output_path",
+    "parse_input_hw",
     "resolve_workers",
     "run_cli",
 ]
+
+MIN_INPUT_SIZE = 32  # the networks downsample by 32
 
 
 def add_workers_argument(p: ArgumentParser) -> None:
@@ -79,3 +84,24 @@ def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) 
     if not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path}: folder is not writable")
     return path
+
+
+def check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
+    """Two integers of at least 32 (the network downsamples by 32)."""
+    if len(input_hw) != 2 or not all(isinstance(v, int) for v in input_hw):
+        raise UsageError(f"--input-hw {' '.join(map(str, input_hw))}: expected two integers H W")
+    h, w = input_hw
+    if min(h, w) < MIN_INPUT_SIZE:
+        raise UsageError(f"--input-hw {h} {w}: each size must be at least {MIN_INPUT_SIZE}")
+    return (h, w)
+
+
+def parse_input_hw(values: Sequence[str]) -> tuple[int, int]:
+    """The command line's ``--input-hw H W`` (strings) checked like ``check_input_hw``;
+    here, below every verb, so that profile and export share it without importing each
+    other."""
+    try:
+        h, w = (int(v) for v in values)
+    except ValueError:
+        raise UsageError(f"--input-hw {' '.join(values)}: expected two integers H W") from None
+    return check_input_hw((h, w))

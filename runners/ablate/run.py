@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from blocks.builder import build_real
 from runners.ablate.eta import Eta, format_eta, share_done_here
 from runners.data.datasets import DataSource
 from runners.env import load_avg_1m
@@ -21,7 +22,6 @@ from runners.experiment import (
     profile_run,
     stored_record,
 )
-from runners.profile.core import build_real
 from runners.profile.latency import measure_latency_interleaved
 from runners.store import Store, utc_now
 from searchspace.errors import ToolkitError, one_line

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runners.cli import ArgumentParser, check_output_path, run_cli
+from blocks.builder import build_real
+from runners.cli import ArgumentParser, check_output_path, parse_input_hw, run_cli
 from runners.export.onnx import (
     DEFAULT_OPSET,
     EXPORTERS,
@@ -20,7 +21,6 @@ from runners.export.onnx import (
     export_onnx,
     require_onnxruntime,
 )
-from runners.profile.core import build_real, parse_input_hw
 from searchspace.errors import UsageError
 from searchspace.presets import parse_spec
 

@@ -15,13 +15,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from runners.cli import ArgumentParser, check_output_path, run_cli
+from runners.cli import ArgumentParser, check_output_path, parse_input_hw, run_cli
 from runners.env import environment, format_environment
 from runners.export.onnx import require_onnxruntime
 from runners.profile.core import (
     DEFAULT_INPUT_HW,
     check_counters,
-    parse_input_hw,
     profile_spec,
     profile_table,
 )

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from blocks.builder import build_model
+from blocks.builder import build_real
+from runners.cli import check_input_hw
 from runners.env import environment
 from runners.export.onnx import require_onnxruntime
 from runners.profile.complexity import build_on_meta, count_params, count_primary, params_by_part
@@ -33,17 +34,6 @@ from searchspace.errors import UsageError
 from searchspace.tables import get_table
 
 DEFAULT_INPUT_HW = (512, 1024)
-MIN_INPUT_SIZE = 32
-
-
-def check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
-    """Two integers of at least 32 (the network downsamples by 32)."""
-    if len(input_hw) != 2 or not all(isinstance(v, int) for v in input_hw):
-        raise UsageError(f"--input-hw {' '.join(map(str, input_hw))}: expected two integers H W")
-    h, w = input_hw
-    if min(h, w) < MIN_INPUT_SIZE:
-        raise UsageError(f"--input-hw {h} {w}: each size must be at least {MIN_INPUT_SIZE}")
-    return (h, w)
 
 
 def check_counters(counters: Sequence[str]) -> tuple[str, ...]:
@@ -51,15 +41,6 @@ def check_counters(counters: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise UsageError(f"--counters {unknown[0]}: unknown counter (known: {', '.join(COUNTERS)})")
     return (PRIMARY, *(c for c in dict.fromkeys(counters) if c != PRIMARY))
-
-
-def parse_input_hw(values: Sequence[str]) -> tuple[int, int]:
-    """The command line's ``--input-hw H W`` (strings) checked like ``check_input_hw``."""
-    try:
-        h, w = (int(v) for v in values)
-    except ValueError:
-        raise UsageError(f"--input-hw {' '.join(values)}: expected two integers H W") from None
-    return check_input_hw((h, w))
 
 
 @dataclass(frozen=True)
@@ -129,13 +110,6 @@ class ProfileResult:
             self.onnxruntime_latency.to_dict(include_samples) if self.onnxruntime_latency else None
         )
         return d
-
-
-def build_real(spec: object, seed: int = 0) -> nn.Module:
-    """A CPU model with seeded weights, leaving the caller's global RNG state alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(spec).eval()
 
 
 def count_spec(
