@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocks.builder import build_model
-from runners.data.datasets import parse_data_arg
+from runners.data.source import parse_data_arg
 from runners.device import precision_name
 from runners.env import environment, format_environment
 from runners.evaluate.predict import evaluate

@@ -195,7 +195,7 @@ def _train_steps(model, batches: Callable[[], tuple], steps: int, device: torch.
 
 def training_section(say: Report, device_name: str, dry: bool) -> None:
     from runners.data.cache import cache_root
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from runners.data.synth import SynthConfig
     from runners.train.data import make_train_loader
 

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import runners.data.datasets as datasets_module
 from runners.cpus import usable_cpus
 from runners.data.cache import cache_root
-from runners.data.datasets import parse_data_arg
 from runners.data.decoded import CachedDataset, build_cache, open_cache
+from runners.data.source import parse_data_arg
 from runners.data.synth import SynthConfig
 from runners.env import environment, format_environment
 from runners.train.data import KeyedAugmentedDataset, make_train_loader

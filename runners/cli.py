@@ -14,6 +14,7 @@ from searchspace.errors import UsageError, one_line
 __all__ = [
     "EXIT_USAGE",
     "ArgumentParser",
+    "add_max_attempts_argument",
     "add_workers_argument",
     "check_input_hw",
     "check_output_dir",
@@ -34,6 +35,19 @@ def add_workers_argument(p: ArgumentParser) -> None:
         default=None,
         help="data-loader worker processes (default: 0 on CPU; on a GPU, the usable CPUs"
         " but one, at most 8)",
+    )
+
+
+def add_max_attempts_argument(p: ArgumentParser) -> None:
+    """``--max-attempts``: the failure policy's cap (``runners.store.run_once``)."""
+    from runners.store.run_once import DEFAULT_MAX_ATTEMPTS
+
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="a run whose record failed this many times is left failed, not retried"
+        f" (default {DEFAULT_MAX_ATTEMPTS})",
     )
 
 

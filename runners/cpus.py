@@ -62,6 +62,26 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def cpu_shares(tasks: int) -> list[list[int]]:
+    """An even share of the usable CPUs for each of ``tasks`` processes run side by side
+    (a launcher pins each to its share): contiguous CPU ids, the first ones one larger
+    when they do not divide; CPUs shared round-robin when there are more tasks than CPUs."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = list(range(os.cpu_count() or 1))
+    cpus = allowed[: usable_cpus()]
+    if tasks >= len(cpus):
+        return [[cpus[i % len(cpus)]] for i in range(tasks)]
+    base, extra = divmod(len(cpus), tasks)
+    shares, start = [], 0
+    for i in range(tasks):
+        size = base + (1 if i < extra else 0)
+        shares.append(cpus[start : start + size])
+        start += size
+    return shares
+
+
 def default_workers(device: str) -> int:
     """Data-loader worker processes when the user does not say: none on a CPU run (the
     cores are busy training), and on a GPU all usable CPUs but one (for the process that

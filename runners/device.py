@@ -16,7 +16,7 @@ from functools import cache
 
 import torch
 
-from runners.cpus import usable_cpus
+from runners.cpus import cpu_shares, usable_cpus
 from searchspace.errors import UsageError
 
 _DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
@@ -110,3 +110,20 @@ def autocast(
     return torch.autocast(
         device_type=torch.device(device).type, dtype=dtype, cache_enabled=not cuda_graph
     )
+
+
+def task_devices(tasks: int, device: str) -> list[tuple[str, list[int]]]:
+    """(device, CPUs) for each of ``tasks`` processes a launcher starts side by side on
+    this machine: one GPU each, round robin, with an even share of the CPUs to feed it,
+    when ``device`` is CUDA; otherwise an even share of the usable CPUs each
+    (``runners.cpus.cpu_shares``)."""
+    shares = cpu_shares(tasks)
+    if torch.device(device).type != "cuda":
+        return [("cpu", share) for share in shares]
+    resolve_device(device)
+    return [(f"cuda:{i % gpu_count()}", share) for i, share in enumerate(shares)]
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
+    return torch.cuda.device_count() if cuda_available() else 0

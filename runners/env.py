@@ -37,6 +37,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def device_name(device: str = "cpu") -> str:
+    """What a measurement ran on, by name: the GPU's, or the CPU's model name."""
+    if str(device).startswith("cuda") and cuda_available():
+        return torch.cuda.get_device_name(torch.device(device).index or 0)
+    return cpu_model()
+
+
 def load_avg_1m() -> float | None:
     """The 1-minute load average: CPU timings taken while others compete are unreliable."""
     try:

@@ -1,73 +1,55 @@
-"""One experiment: profile, train, evaluate and store one run. Ablation and search share it.
+"""Experiments: profile, train, evaluate and store runs. Ablation, search and every
+launcher's task run them through ``run_planned``, the one path (``runners.store.run_once``
+decides which key runs and what a failure means).
 
 A run is keyed by (spec_id, recipe_id, dataset_id, seed) (``searchspace.records``). Its
 record holds the profile (params, MACs, latency), the training summary, the val scores,
 timings and the environment; a failure at any step is a *failed record* with its reason,
-so it is stored like a result and not retried by accident. A mistake of the whole
-invocation (a bad spec or flag) raises instead.
+stored like a result and retried only up to the failure policy's cap of attempts. A
+mistake of the whole invocation (a bad spec or flag) raises instead.
+
+Latency belongs to the deployed network (``spec.deployed()``: booster heads and dropout
+are training-only) at its input size, not to a run: ``time_networks`` times each distinct
+deployed network once, all of them in turns, and every run that deploys it gets that
+measurement, with the device and host it was taken on.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from blocks.builder import build_real
 from runners.checkpoint import load_model
-from runners.data.datasets import DataSource
-from runners.env import environment
+from runners.data.source import DataSource
+from runners.env import device_name, environment, load_avg_1m
 from runners.evaluate.predict import evaluate
 from runners.profile.core import profile_spec
-from runners.profile.latency import LatencyConfig, LatencyResult
-from runners.store import Store, build_record, utc_now
+from runners.profile.latency import LatencyConfig, LatencyResult, measure_latency_interleaved
+from runners.runs import PlannedRun, ProfileSettings
+from runners.store import (
+    DEFAULT_MAX_ATTEMPTS,
+    RunOnceOutcome,
+    Store,
+    build_record,
+    run_once,
+    utc_now,
+)
+from runners.store.locks import RunLock
+from runners.store.run_once import Progress
 from runners.train.loop import train
-from searchspace.errors import SpecError, StoreError, ToolkitError, UsageError, one_line
-from searchspace.recipes import Recipe
+from searchspace.atomic import HOST
+from searchspace.errors import SpecError, ToolkitError, UsageError, one_line
 from searchspace.records import RecordKey
-from searchspace.tables import PaperRow
 
 CHECKPOINTS = "checkpoints"  # under the results folder; never committed (see .gitignore)
 # Learning-curve points: val mIoU after a quarter and half of the budget (the whole budget
 # is the run's own evaluation). Outside the budget; the trained weights are unchanged.
 CURVE_AT = (0.25, 0.5)
-
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    """How each run's latency is measured (counts are always taken at the row's input)."""
-
-    latency: bool = True
-    warmup: int = 2
-    repeats: int = 10
-    threads: int | None = None
-    input_hw: tuple[int, int] | None = None  # None: the paper's input for the row
-
-
-@dataclass
-class PlannedRun:
-    """A run to do: its key, what it trains, and the paper rows it stands for (if any)."""
-
-    key: RecordKey
-    spec: Any
-    recipe: Recipe
-    seed: int
-    rows: list[PaperRow] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return ", ".join(r.key for r in self.rows)
-
-    def input_hw(self, settings: ProfileSettings) -> tuple[int, int]:
-        """Where it is profiled: the settings' input, else its paper row's."""
-        h, w = settings.input_hw or self.rows[0].input_hw
-        return int(h), int(w)
-
-    @classmethod
-    def of(cls, spec: Any, recipe: Recipe, data: DataSource, seed: int) -> PlannedRun:
-        return cls(RecordKey.of(spec, recipe, data.data_id, seed), spec, recipe, seed)
 
 
 def profile_run(spec: Any, input_hw: tuple[int, int], settings: ProfileSettings, device: str):
@@ -105,6 +87,8 @@ def latency_metrics(lat: LatencyResult) -> dict[str, Any]:
         "input_hw": list(lat.input_shape[2:]),
         "batch": lat.batch,
         "device": lat.device,
+        "device_name": device_name(lat.device),  # which CPU model or GPU, and on which host
+        "host": HOST,
         "threads": lat.threads,
         "dtype": lat.dtype,
         "others_busy_cpus": lat.others_busy_cpus,
@@ -124,13 +108,14 @@ def execute_run(
     on_eval: Callable[[int, float], None] | None = None,
     profiled: dict[str, Any] | None = None,
     latency: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Profile, train, evaluate one run and return its record (failed records included).
 
     ``on_eval`` receives intermediate val mIoU (Optuna pruning) and may raise to stop;
     ``profiled`` passes metrics already measured (a search checks constraints first);
     ``latency`` a ``latency_ms`` measured beforehand (an ablation times its networks in
-    turns first), so profiling only counts.
+    turns first), so profiling only counts; ``on_step(iteration)`` hears each training step.
     """
     started = utc_now()
     timings: dict[str, Any] = {"started_at": started}
@@ -171,7 +156,7 @@ def execute_run(
     try:
         result = train(
             run.spec, run.recipe, data, run.seed, run_dir, device=device, progress=progress,
-            workers=workers, on_eval=on_eval, curve_at=CURVE_AT,
+            workers=workers, on_eval=on_eval, curve_at=CURVE_AT, on_step=on_step,
         )  # fmt: skip
     except (SpecError, UsageError):
         raise  # a mistake of the whole invocation: no point going on with other rows
@@ -231,59 +216,108 @@ def execute_run(
     return record
 
 
-def stored_record(store: Store, key: RecordKey) -> dict[str, Any] | None:
-    """The stored record (ok or failed: a failure is a result too), or None.
+# --- latency: one pass over the deployed networks, in turns ---------------------------
 
-    A corrupt file counts as no record; the store reports it.
-    """
-    try:
-        return store.get(key)
-    except ToolkitError:
-        return None
+# Each network is timed in this many turns (runners.profile.latency.measure_latency_interleaved)
+LATENCY_ROUNDS = 5
+LatencyKey = tuple[str, tuple[int, int]]
 
 
-def run_stored(
-    run: PlannedRun,
+def latency_key(run: PlannedRun, settings: ProfileSettings) -> LatencyKey:
+    """What a latency belongs to: the deployed network (``spec.deployed()``: not the seed,
+    not the training-only heads) at its input size."""
+    return run.spec.deployed().spec_id, run.input_hw(settings)
+
+
+def time_networks(
+    runs: Sequence[PlannedRun],
+    settings: ProfileSettings,
+    device: str,
+    say: Callable[[str], None] = print,
+    rounds: int = LATENCY_ROUNDS,
+) -> dict[LatencyKey, dict[str, Any]]:
+    """Each distinct deployed network of ``runs`` timed once, all of them in turns (per
+    input size), as a record's ``latency_ms``. Why in turns: a machine drifting over
+    minutes then slows every network alike instead of the ones timed last; one after the
+    other, one network measured 572 to 754 ms across a single pass."""
+    specs: dict[LatencyKey, Any] = {}
+    for run in runs:
+        specs.setdefault(latency_key(run, settings), run.spec.deployed())
+    by_size: dict[tuple[int, int], list[LatencyKey]] = {}
+    for key in specs:
+        by_size.setdefault(key[1], []).append(key)
+    cfg = latency_config(settings, device)
+    timed: dict[LatencyKey, dict[str, Any]] = {}
+    for (h, w), keys in by_size.items():
+        say(f"timing {len(keys)} networks at {h}x{w}, {cfg.repeats} calls each in {rounds} turns")
+        models = {key: build_real(specs[key]) for key in keys}
+        for key, lat in measure_latency_interleaved(models, (1, 3, h, w), cfg, rounds).items():
+            timed[key] = {**latency_metrics(lat), "measured_at": utc_now(),
+                          "load_avg_1m": load_avg_1m()}  # fmt: skip
+    return timed
+
+
+# --- the one path: a set of planned runs, each at most once ----------------------------
+
+
+def run_planned(
+    runs: Sequence[PlannedRun],
     data: DataSource,
     store: Store,
     device: str,
     settings: ProfileSettings,
     *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    force: bool = False,
+    wait_s: float = 0.0,
     progress: bool = False,
-    keep_checkpoints: bool = False,
+    keep_checkpoints: bool = True,
+    workers: int = 0,
     on_eval: Callable[[int, float], None] | None = None,
     profiled: dict[str, Any] | None = None,
-    wait_s: float = 7200.0,
-) -> tuple[dict[str, Any], bool]:
-    """(the run's record, whether it came from the store) -- run at most once anywhere.
+    on_start: Callable[[PlannedRun, Progress], None] | None = None,
+    on_done: Callable[[PlannedRun, dict[str, Any], float], None] | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> RunOnceOutcome:
+    """Run every planned run that needs it, each at most once across processes
+    (``runners.store.run_once``: lock, atomic record, the one failure policy).
 
-    Reused when stored; waited for when another process holds the key's lock (up to
-    ``wait_s``, then StoreError); otherwise run now (``execute_run``) and stored.
+    Before the first run this process will do, the data is prepared and, when latency is
+    asked for and not given (``profiled``), the deployed networks of the runs still to do
+    are timed in one pass, in turns; if that pass fails, each run times its own.
+    ``on_start(run, progress)`` and ``on_done(run, record, seconds)`` frame each run done
+    here; ``on_eval`` and ``profiled`` pass through to ``execute_run`` (a search's pruner
+    and its constraint check's profile).
     """
-    record = stored_record(store, run.key)
-    if record is not None:
-        return record, True
-    data.prepare()
-    with store.lock(run.key) as lock:
-        if not lock:
-            return _wait_for(store, run.key, wait_s), True
-        record = stored_record(store, run.key)  # finished while we took the lock
-        if record is not None:
-            return record, True
+    by_key = {run.key: run for run in runs}
+    timed: dict[LatencyKey, dict[str, Any]] = {}
+
+    def prepare(todo: list[RecordKey]) -> None:
+        data.prepare(progress=progress)
+        if settings.latency and profiled is None:
+            try:
+                timed.update(time_networks([by_key[k] for k in todo], settings, device, say))
+            except (ToolkitError, RuntimeError) as exc:
+                say(
+                    f"timing the networks in turns failed ({one_line(exc, 200)}): each run times its own"
+                )
+
+    def work(key: RecordKey, lock: RunLock, where: Progress) -> dict[str, Any]:
+        run = by_key[key]
+        if on_start is not None:
+            on_start(run, where)
+        started = time.perf_counter()
         record = execute_run(
-            run, data, store.root, device, settings, progress, keep_checkpoints,
+            run, data, store.root, device, settings, progress, keep_checkpoints, workers,
             on_eval=on_eval, profiled=profiled,
+            latency=timed.get(latency_key(run, settings)) if timed else None,
+            on_step=lambda iteration: lock.note(iteration=iteration),
         )  # fmt: skip
-        if not lock.lost:
-            store.put(record, force=True)
-    return record, False
+        if on_done is not None:
+            on_done(run, record, time.perf_counter() - started)
+        return record
 
-
-def _wait_for(store: Store, key: RecordKey, timeout_s: float) -> dict[str, Any]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        record = stored_record(store, key)
-        if record is not None:
-            return record
-        time.sleep(2)
-    raise StoreError(f"timed out waiting for {key.stem} run by another process")
+    return run_once(
+        store, list(by_key), work, max_attempts=max_attempts, force=force, wait_s=wait_s,
+        before_first=prepare,
+    )  # fmt: skip

@@ -166,6 +166,8 @@ def check_record(data: Any, where: str = "record") -> RecordKey:
 
 
 # the sections that hold measured numbers, where older files may spell NaN as "nan"
+# (bare NaN/Infinity, or quoted "nan"/"inf" strings: what a record needs fixing for)
+_MAY_HOLD_NAN = re.compile(r'NaN|Infinity|"[-+]?(?i:nan|inf|infinity)"')
 _NUMBER_SECTIONS = ("metrics", "train", "timings")
 
 
@@ -193,8 +195,8 @@ def read_record(path: Path | str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StoreError(f"record {path}: bad JSON ({exc.msg} at line {exc.lineno})") from None
-    if isinstance(data, dict):
-        data = _numbers_as_written_now(data)
+    if isinstance(data, dict) and _MAY_HOLD_NAN.search(text):
+        data = _numbers_as_written_now(data)  # a full walk only when the text may need it
     key = check_record(data, f"record {path}")
     if path.name != key.filename or path.parent.name != key.spec_id:
         raise StoreError(

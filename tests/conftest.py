@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from runners.data.datasets import DataSource
+    from runners.data.source import DataSource
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -55,7 +55,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> DataSource:
     """An 8+4-image built-in dataset at 64x128 as a DataSource, made once per session."""
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from runners.data.synth import SynthConfig
 
     config = SynthConfig(train_count=8, val_count=4, height=64, width=128)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from analysis.records import load_records
+from runners import experiment
 from runners.ablate import run as ablate_run
-from runners.experiment import PlannedRun, ProfileSettings
+from runners.runs import PlannedRun, ProfileSettings
 from runners.store.store import Store
 from searchspace.presets import parse_spec
 from searchspace.recipes import parse_recipe
@@ -50,7 +51,7 @@ def test_dry_run_profiles_without_storing(tmp_path: Path) -> None:
 
 def test_several_tables_share_their_common_rows(tmp_path: Path) -> None:
     from runners.ablate.plan import plan_runs
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from searchspace.recipes import parse_recipe
     from searchspace.tables import get_table
 
@@ -248,7 +249,7 @@ def test_a_run_another_copy_finished_meanwhile_is_not_reported_busy(
         def prepare(self, progress: bool = True) -> None:
             pass
 
-    monkeypatch.setattr(ablate_run, "execute_run", execute)
+    monkeypatch.setattr(experiment, "execute_run", execute)
     with store.lock(a.key) as held:
         assert held
         outcome = ablate_run.run_ablation(
@@ -306,7 +307,7 @@ def test_an_ablation_times_its_networks_in_turns_before_training(
             pass
 
     said: list[str] = []
-    monkeypatch.setattr(ablate_run, "execute_run", execute)
+    monkeypatch.setattr(experiment, "execute_run", execute)
     settings = ProfileSettings(warmup=1, repeats=2, threads=1, input_hw=(32, 64))
     outcome = ablate_run.run_ablation(
         runs, Data(), store, settings=settings, progress=False, on_progress=said.append,  # type: ignore[arg-type]
@@ -320,7 +321,7 @@ def test_an_ablation_times_its_networks_in_turns_before_training(
 def test_a_dry_run_times_rows_by_deployed_network() -> None:
     """Table 4's rows differ only in training-only booster heads: one network, one latency."""
     from runners.ablate.plan import plan_runs, resolve_tables
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
 
     runs, _ = plan_runs(
         resolve_tables(["4"]), ["none", "s2_s3_s4"], parse_recipe("smoke"),

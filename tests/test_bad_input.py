@@ -195,7 +195,7 @@ def test_a_corrupt_record_is_named_not_counted_as_stored(
     tiny_data: str, tmp_path: Path, capsys
 ) -> None:
     from runners.ablate.plan import plan_runs
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from searchspace.recipes import get_recipe
     from searchspace.tables import get_table
 

@@ -18,13 +18,9 @@ from PIL import Image
 
 from runners.data import labels as L
 from runners.data.cache import CACHE_ENV, CHECKS_DIR, cache_root
-from runners.data.datasets import (
-    CityscapesDataset,
-    FolderDataset,
-    PairedDataset,
-    parse_data_arg,
-)
+from runners.data.datasets import CityscapesDataset, FolderDataset, PairedDataset
 from runners.data.scene import render_scene
+from runners.data.source import parse_data_arg
 from runners.data.synth import (
     DATA_ENV,
     MANIFEST_NAME,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners.data.datasets import DataSource
 from runners.data.decoded import MANIFEST, build_cache, open_cache
+from runners.data.source import DataSource
 from searchspace.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

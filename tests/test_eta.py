@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runners.ablate.eta import Eta, format_eta, run_cost, share_done_here
-from runners.experiment import PlannedRun
+from runners.runs import PlannedRun
 from searchspace.presets import parse_spec
 from searchspace.recipes import parse_recipe
 from searchspace.records import RecordKey

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 
 from blocks.builder import build_model
-from runners.data.datasets import DataSource
 from runners.data.labels import IGNORE_INDEX, LABEL_ID, NUM_CLASSES
+from runners.data.source import DataSource
 from runners.evaluate.__main__ import main as evaluate_main
 from runners.evaluate.baseline import class_pixel_counts, majority_class_baseline
 from runners.evaluate.folder import score_folder

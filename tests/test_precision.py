@@ -11,7 +11,7 @@ import torch
 from analysis.records import records_to_frame, train_precision
 from analysis.tables import build_table, mixed_precision_rows, table_notes
 from runners import device
-from runners.data.datasets import DataSource
+from runners.data.source import DataSource
 from runners.train.loop import train
 from searchspace.presets import parse_spec
 from searchspace.recipes import parse_recipe

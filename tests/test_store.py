@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from analysis.records import load_records
-from runners.store import Store, build_record
+from runners.store import Store, build_record, run_once
+from runners.store.run_once import decide
 from searchspace.errors import StoreError
 from searchspace.presets import PRESETS
 from searchspace.recipes import get_recipe
@@ -57,15 +58,15 @@ def run_child(code: str, *args: str) -> subprocess.Popen:
 # --- records --------------------------------------------------------------------------
 
 
-def test_put_get_and_needs_run(tmp_path: Path) -> None:
+def test_put_get_and_the_failure_policy(tmp_path: Path) -> None:
     store = Store(tmp_path)
     k = key(1)
-    assert store.needs_run(k) and not store.exists(k) and store.get(k) is None
+    assert decide(store.get(k), 2) == "run" and not store.exists(k) and store.get(k) is None
     path = store.put(make_record(k))
     assert path == tmp_path / "records" / "spec001" / "recipe0__synth-test__s0.json"
     assert store.exists(k) and store.get(k)["metrics"]["miou"] == 0.5
-    assert not store.needs_run(k)
-    assert store.needs_run(k, force=True)
+    assert decide(store.get(k), 2) == "done"
+    assert decide(store.get(k), 2, force=True) == "run"
     with pytest.raises(StoreError, match="already finished"):
         store.put(make_record(k, miou=0.6))
     store.put(make_record(k, miou=0.6), force=True)
@@ -73,7 +74,7 @@ def test_put_get_and_needs_run(tmp_path: Path) -> None:
 
     f = key(2)
     store.put(make_record(f, status="failed"))
-    assert store.needs_run(f) and not store.needs_run(f, retry_failed=False)
+    assert decide(store.get(f), 2) == "run" and decide(store.get(f), 1) == "exhausted"
     store.put(make_record(f))  # a failed record may be replaced without force
     assert [r["key"]["spec_id"] for r in store] == ["spec001", "spec002"]
     assert store.keys() == [k, f]
@@ -161,7 +162,7 @@ WRITER = """
     store = Store(sys.argv[1])
     for i in range(40):
         k = RecordKey(f"spec{i:03d}", "recipe0", "synth-test", 0)
-        if store.needs_run(k):
+        if store.get(k) is None:
             store.put(make_record(k, marker="first"))
 """
 
@@ -191,8 +192,8 @@ def test_sigkill_mid_write_leaves_only_whole_records_and_resume_completes(tmp_pa
     store = Store(tmp_path)  # a new start removes the dead writer's temp files
     assert not list(tmp_path.glob("records/*/.*.tmp"))
     keys = [key(i) for i in range(40)]
-    summary = store.run_keys(keys, lambda k: make_record(k, marker="second"))
-    assert len(summary.ran) == 40 - len(done) and len(summary.skipped) == len(done)
+    summary = run_once(store, keys, lambda k, _lock, _at: make_record(k, marker="second"))
+    assert len(summary.ran) == 40 - len(done) and len(summary.reused) == len(done)
     final = record_paths(tmp_path)
     assert len(final) == 40
     assert sorted(RecordKey.from_dict(read_record(p)["key"]) for p in final) == keys
@@ -204,12 +205,12 @@ def test_sigkill_mid_write_leaves_only_whole_records_and_resume_completes(tmp_pa
 WORKER = """
     import json, os, time
     from pathlib import Path
-    from runners.store import Store
+    from runners.store import Store, run_once
     from searchspace.records import RecordKey
     results, logs, force, go = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1", Path(sys.argv[4])
     store = Store(results)
     keys = [RecordKey(f"spec{i:03d}", "recipe0", "synth-test", 0) for i in range(20)]
-    def work(k):
+    def work(k, _lock, _at):
         fd = os.open(logs / f"{k.spec_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(fd, f"{os.getpid()}\\n".encode())
         os.close(fd)
@@ -217,8 +218,8 @@ WORKER = """
         return make_record(k, marker=str(os.getpid()))
     while not go.exists():
         time.sleep(0.005)
-    s = store.run_keys(keys, work, force=force)
-    print(json.dumps({"ran": len(s.ran), "busy": len(s.busy), "skipped": len(s.skipped)}))
+    s = run_once(store, keys, work, force=force)
+    print(json.dumps({"ran": len(s.ran), "busy": len(s.busy), "skipped": len(s.reused)}))
 """
 
 
@@ -375,8 +376,8 @@ def test_corrupt_records_are_reported_skipped_and_never_overwritten(tmp_path: Pa
     assert len(frame) == 1 and len(frame.attrs["problems"]) == 3
     assert not store.exists(bad_json)
 
-    assert not store.needs_run(bad_json)  # skipped, not silently recomputed
-    assert store.needs_run(bad_json, force=True)
+    out = run_once(store, [bad_json], lambda k, _lock, _at: make_record(k))
+    assert out.corrupt == [bad_json] and not out.ran  # skipped, not silently recomputed
     with pytest.raises(StoreError, match=str(store.path(bad_json))):
         store.put(make_record(bad_json))
     assert store.path(bad_json).read_text() == '{"schema": 1, "key": '

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from runners import checkpoint as ckpt
-from runners.data.datasets import DataSource, parse_data_arg
 from runners.data.labels import IGNORE_INDEX
+from runners.data.source import DataSource, parse_data_arg
 from runners.device import cuda_available
 from runners.train.data import KeyedAugmentedDataset, StreamBatchSampler, make_train_loader
 from runners.train.loop import TrainResult, train
@@ -283,7 +283,7 @@ def test_paper_recipe_follows_the_v2_protocol() -> None:
 
 DDP_SCRIPT = """
 import json, os, sys
-from runners.data.datasets import parse_data_arg
+from runners.data.source import parse_data_arg
 from runners.data.synth import SynthConfig
 from runners.train.loop import train
 from searchspace.presets import parse_spec

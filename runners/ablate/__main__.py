@@ -7,24 +7,29 @@ folder split the work. At the end the table is printed beside the paper's number
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.records import load_records
-from analysis.tables import build_table, table_notes, to_markdown
+# Only torch-free modules at the top: ``--status`` and ``--cancel`` must answer without
+# loading torch (the training path imports what it needs inside ``main``).
 from runners.ablate.plan import plan_runs, resolve_tables
-from runners.ablate.run import dry_run_rows, remeasure_latency, run_ablation
-from runners.cli import ArgumentParser, add_workers_argument, resolve_workers, run_cli
-from runners.data.datasets import parse_data_arg
-from runners.device import cuda_available
-from runners.experiment import ProfileSettings
-from runners.store import Store
+from runners.cli import (
+    ArgumentParser,
+    add_max_attempts_argument,
+    add_workers_argument,
+    resolve_workers,
+    run_cli,
+)
+from runners.data.source import RUN_SPLITS, parse_data_arg
+from runners.runs import ProfileSettings
 from searchspace.errors import UsageError
 from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
 
+LAUNCHERS = ("local",)
 DEFAULT_RESULTS = Path("runs") / "results"
 ALIASES = {"pair": "6", "v2": "6"}
 
@@ -62,6 +67,24 @@ def parser() -> ArgumentParser:
         "--wait", type=float, default=3600.0,
         help="seconds to wait for rows another process is running (default 3600)",
     )  # fmt: skip
+    add_max_attempts_argument(p)
+    p.add_argument(
+        "--launcher", default=None,
+        help="start the runs as separate processes and return: local (N processes here)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-running", type=int, default=None,
+        help="runs at once under --launcher (local default: one per GPU, else one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--status", action="store_true",
+        help="where each run of the tables stands (stored, running, failed, queued, missing)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="with --status: print JSON")
+    p.add_argument(
+        "--cancel", action="store_true",
+        help="stop what a launcher started for these tables; stored records stay",
+    )  # fmt: skip
     return p
 
 
@@ -88,40 +111,47 @@ def print_list(out=sys.stdout) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    args.workers = resolve_workers(args.workers, args.device)
+    check_args(args)
     if args.list:
         print_list()
         return 0
-    if not args.table:
-        raise UsageError("--table is required (or --list to see the tables)")
-    if args.seeds < 1:
-        raise UsageError(f"--seeds {args.seeds}: must be >= 1")
-    if args.latency_repeats < 1:
-        raise UsageError(f"--latency-repeats {args.latency_repeats}: must be >= 1")
-    if args.device == "cuda" and not cuda_available():
-        raise UsageError("--device cuda: no CUDA device is available here")
     table_ids = list(dict.fromkeys(_table_id(t.strip()) for t in args.table.split(",")))
     tables = resolve_tables(table_ids)
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     if rows and len(tables) > 1:
         raise UsageError(f"--rows needs a single --table, not {args.table!r}")
     recipe = parse_recipe(args.recipe)
-    data = parse_data_arg(args.data)
+    quick = args.status or args.cancel  # read the folder only: no data checks, no torch
+    data = parse_data_arg(args.data, check=() if quick else RUN_SPLITS)
     runs, unsupported = plan_runs(tables, rows, recipe, data, args.seeds)
+    if args.status:
+        return _print_status(runs, args)
+    if args.cancel:
+        return _cancel(runs, args.results_dir)
+    from runners.device import resolve_device
+
+    resolve_device(args.device)
+    args.workers = resolve_workers(args.workers, args.device)
     settings = ProfileSettings(
         latency=not args.no_latency, repeats=args.latency_repeats, threads=args.threads
     )
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
+    if args.launcher:
+        from runners.ablate.launch import launch
+
+        return launch(runs, data, args, settings, sys.argv if argv is None else list(argv))
     if args.dry_run:
+        from runners.ablate.run import dry_run_rows
+
         return _print_dry_run(dry_run_rows(runs, args.device, settings), ",".join(table_ids))
+    from runners.ablate.run import remeasure_latency, run_ablation
+    from runners.store import Store
 
     store = Store(args.results_dir)
     for problem in store.problems:
         print(f"warning: {problem}", file=sys.stderr)
     if args.remeasure_latency:
-        if args.no_latency:
-            raise UsageError("--remeasure-latency and --no-latency contradict each other")
         n = remeasure_latency(runs, store, args.device, settings)
         print(f"re-timed {n} stored runs")
         return 0
@@ -132,20 +162,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, data, store, device=args.device, settings=settings,
         force=args.force, progress=not args.no_progress, wait_for_others_s=args.wait,
         workers=args.workers, on_progress=lambda m: print(m, flush=True),
+        max_attempts=args.max_attempts,
     )  # fmt: skip
-    records = load_records(store.root)
+    print_tables(store.root, table_ids, tables, recipe, data.data_id)
+    gave_up = (
+        f" ({len(outcome.exhausted)} of them left failed after --max-attempts)"
+        if outcome.exhausted
+        else ""
+    )
+    print(
+        f"\n{len(outcome.ran)} runs done now, {len(outcome.skipped)} reused, "
+        f"{len(outcome.busy)} still running elsewhere, {len(outcome.failed)} failed{gave_up}; "
+        f"{outcome.seconds:.0f} s"
+    )
+    return 0
+
+
+def check_args(args) -> None:
+    """Every flag checked before anything is planned, started or stored."""
+    if args.list:
+        return
+    if not args.table:
+        raise UsageError("--table is required (or --list to see the tables)")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be >= 1")
+    if args.latency_repeats < 1:
+        raise UsageError(f"--latency-repeats {args.latency_repeats}: must be >= 1")
+    if args.max_attempts < 1:
+        raise UsageError(f"--max-attempts {args.max_attempts}: must be >= 1")
+    if args.max_running is not None and args.max_running < 1:
+        raise UsageError(f"--max-running {args.max_running}: must be >= 1")
+    if args.launcher is not None and args.launcher not in LAUNCHERS:
+        raise UsageError(f"--launcher {args.launcher!r}: unknown (known: {', '.join(LAUNCHERS)})")
+    if args.max_running is not None and not args.launcher:
+        raise UsageError("--max-running needs --launcher (e.g. --launcher local)")
+    if args.status and args.cancel:
+        raise UsageError("--status and --cancel: give one of them")
+    if args.json and not args.status:
+        raise UsageError("--json goes with --status")
+    if args.remeasure_latency and args.no_latency:
+        raise UsageError("--remeasure-latency and --no-latency contradict each other")
+    if args.launcher and args.remeasure_latency:
+        raise UsageError(
+            "--launcher with --remeasure-latency: latency is re-timed in one process, in turns;"
+            " run --remeasure-latency without a launcher"
+        )
+    if (args.status or args.cancel) and (args.launcher or args.dry_run or args.remeasure_latency):
+        raise UsageError("--status and --cancel only read the folder: drop the other actions")
+
+
+def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> None:
+    """Each table from the stored records, beside the paper's numbers, with its notes."""
+    from analysis.records import load_records
+    from analysis.tables import build_table, table_notes, to_markdown
+
+    records = load_records(results_dir)
     for table_id, table in zip(table_ids, tables):
-        frame = build_table(table_id, records, recipe, data.data_id)
+        frame = build_table(table_id, records, recipe, data_id)
         print(f"\ntable {table_id}: {table.title}\n")
         print(to_markdown(frame))
         for note in table_notes(frame):
             print(f"note: {note}")
-    print(
-        f"\n{len(outcome.ran)} runs done now, {len(outcome.skipped)} reused, "
-        f"{len(outcome.busy)} still running elsewhere, {len(outcome.failed)} failed; "
-        f"{outcome.seconds:.0f} s"
-    )
+
+
+def _print_status(runs, args) -> int:
+    from runners.launch.status import collect_status, format_status
+    from runners.store.store import STALE_AFTER_S
+
+    report = collect_status(runs, args.results_dir, args.max_attempts, STALE_AFTER_S)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_status(report))
     return 0
+
+
+def _cancel(runs, results_dir: Path) -> int:
+    from runners.ablate.launch import cancel
+
+    return cancel(runs, results_dir)
 
 
 def _print_dry_run(rows: list[dict], table_id: str) -> int:

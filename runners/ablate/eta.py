@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.experiment import PlannedRun
 from runners.profile.complexity import build_on_meta, count_training_macs
+from runners.runs import PlannedRun
 from searchspace.records import RecordKey
 
 

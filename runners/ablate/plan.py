@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runners.data.datasets import DataSource
-from runners.experiment import PlannedRun
+from runners.data.source import DataSource
+from runners.runs import PlannedRun
 from searchspace.errors import UsageError
 from searchspace.recipes import Recipe
 from searchspace.records import RecordKey
@@ -49,7 +49,8 @@ def plan_runs(
                 unsupported.append(row)
                 continue
             spec, row_recipe = row.run_for(recipe, data.num_classes)
+            ids = (spec.spec_id, row_recipe.recipe_id, data.data_id)  # hashed once per row
             for seed in range(seeds):
-                run = PlannedRun.of(spec, row_recipe, data, seed)
+                run = PlannedRun(RecordKey(*ids, seed), spec, row_recipe, seed)
                 planned.setdefault(run.key, run).rows.append(row)
     return list(planned.values()), unsupported

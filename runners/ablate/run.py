@@ -1,5 +1,5 @@
-"""Running an ablation: every planned run once (resumable, shared between processes),
-re-timing stored runs, and the profile-only dry run."""
+"""Running an ablation: every planned run once (through ``runners.experiment.run_planned``,
+the one path), re-timing stored runs, and the profile-only dry run."""
 
 from __future__ import annotations
 
@@ -8,23 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from blocks.builder import build_real
 from runners.ablate.eta import Eta, format_eta, share_done_here
-from runners.data.datasets import DataSource
-from runners.env import load_avg_1m
+from runners.data.source import DataSource
 from runners.experiment import (
-    PlannedRun,
-    ProfileSettings,
-    execute_run,
-    latency_config,
-    latency_metrics,
+    LATENCY_ROUNDS,
+    LatencyKey,
+    latency_key,
     profile_metrics,
     profile_run,
-    stored_record,
+    run_planned,
+    time_networks,
 )
-from runners.profile.latency import measure_latency_interleaved
-from runners.store import Store, utc_now
-from searchspace.errors import ToolkitError, one_line
+from runners.runs import PlannedRun, ProfileSettings
+from runners.store import DEFAULT_MAX_ATTEMPTS, Store
+from runners.store.run_once import Progress, decide
+from searchspace.errors import StoreError
 from searchspace.records import RecordKey
 
 
@@ -33,9 +31,10 @@ class AblationOutcome:
     """Keys by what happened to them in this invocation."""
 
     ran: list[RecordKey]
-    skipped: list[RecordKey]
-    busy: list[RecordKey]
-    failed: list[RecordKey]
+    skipped: list[RecordKey]  # stored before (or by another process meanwhile)
+    busy: list[RecordKey]  # another process still runs them
+    failed: list[RecordKey]  # their record is failed (run now, or left at the cap)
+    exhausted: list[RecordKey]  # failed max_attempts times: not retried
     seconds: float
 
 
@@ -51,117 +50,93 @@ def run_ablation(
     wait_for_others_s: float = 0.0,
     workers: int = 0,
     on_progress: Callable[[str], None] | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> AblationOutcome:
     """Do every planned run that has no finished record (or all, with ``force``)."""
     settings = settings or ProfileSettings()
     say = on_progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    todo = [r for r in runs if store.needs_run(r.key, force=force)]
-    corrupt = [] if force else [r for r in runs if store.state(r.key) == "corrupt"]
-    stored = len(runs) - len(todo) - len(corrupt)
-    bad = (
-        f", {len(corrupt)} with a corrupt record (skipped; --force moves it aside and re-runs)"
-        if corrupt
-        else ""
-    )
-    say(f"{len(runs)} runs planned: {stored} already stored{bad}, {len(todo)} to do")
-    if todo:
-        data.prepare(progress=progress)
-    timed: dict[LatencyKey, dict[str, Any]] = {}
-    if todo and settings.latency:
-        try:
-            timed = time_networks(todo, settings, device, say)
-        except (ToolkitError, RuntimeError) as exc:
-            say(
-                f"timing the networks in turns failed ({one_line(exc, 200)}): each run times its own"
-            )
-    by_key = {r.key: r for r in runs}
     eta: Eta | None = None  # costs counted after the first run, so one-run commands skip it
+    say_planned(runs, store, force, max_attempts, say)
 
-    def work(key: RecordKey) -> dict[str, Any]:
-        nonlocal eta
-        run = by_key[key]
-        pending = [r.key for r in todo if not store.exists(r.key)]
+    def start(run: PlannedRun, where: Progress) -> None:
         left, copies = None, 1
         if eta is not None:
-            copies = max(1, sum(store.held(k) for k in pending))
+            pending = [run.key, *where.pending]
+            copies = max(1, len(running_copies(store, pending)))
             left = eta.seconds_left(pending, copies)
         say(
-            f"[{len(todo) - len(pending) + 1}/{len(todo)}{format_eta(left, copies)}]"
+            f"[{where.position}/{where.total}{format_eta(left, copies)}]"
             f" {run.label} seed {run.seed}: {run.spec.to_string()}"
         )
-        started = time.perf_counter()
-        record = execute_run(
-            run, data, store.root, device, settings, progress, keep_checkpoints, workers,
-            latency=timed.get(latency_key(run, settings)) if timed else None,
-        )  # fmt: skip
-        if eta is None and len(pending) > 1:
-            eta = Eta.of(todo)
+
+    def done(run: PlannedRun, record: dict[str, Any], seconds: float) -> None:
+        nonlocal eta
+        if eta is None and len(runs) > 1:
+            eta = Eta.of(runs)
         if eta is not None:
-            eta.finished(key, time.perf_counter() - started, share_done_here(record))
+            eta.finished(run.key, seconds, share_done_here(record))
         if record["status"] != "ok":
             say(f"    failed: {record['reason']}")
         else:
             m = record["metrics"]
-            say(
-                f"    mIoU {100 * m['miou']:.2f}  ({record['timings'].get('train_s', 0):.0f} s training)"
-            )
-        return record
+            train_s = record["timings"].get("train_s", 0)
+            say(f"    mIoU {100 * m['miou']:.2f}  ({train_s:.0f} s training)")
 
-    summary = store.run_keys([r.key for r in todo], work, force=force)
-    # runs another process held when this one reached them may have finished since
-    busy, deadline = list(summary.busy), time.perf_counter() + wait_for_others_s
-    while busy := [k for k in busy if not store.exists(k)]:
-        if time.perf_counter() >= deadline:
-            break
-        time.sleep(2.0)
-    failed = [r.key for r in runs if (stored_record(store, r.key) or {}).get("status") == "failed"]
+    out = run_planned(
+        runs, data, store, device, settings, max_attempts=max_attempts, force=force,
+        wait_s=wait_for_others_s, progress=progress, keep_checkpoints=keep_checkpoints,
+        workers=workers, on_start=start, on_done=done, say=say,
+    )  # fmt: skip
+    ran = set(out.ran)
     return AblationOutcome(
-        ran=list(summary.ran),
-        skipped=[r.key for r in runs if r.key not in summary.ran and r.key not in busy],
-        busy=busy,
-        failed=failed,
+        ran=list(out.ran),
+        skipped=[r.key for r in runs if r.key not in ran and r.key not in out.busy],
+        busy=list(out.busy),
+        failed=out.failed,
+        exhausted=list(out.exhausted),
         seconds=time.perf_counter() - t0,
     )
 
 
-# Each network is timed in this many turns (runners.profile.latency.measure_latency_interleaved)
-LATENCY_ROUNDS = 5
-LatencyKey = tuple[str, tuple[int, int]]
-
-
-def latency_key(run: PlannedRun, settings: ProfileSettings) -> LatencyKey:
-    """What a latency belongs to: the deployed network (``spec.deployed()``: not the seed,
-    not the training-only heads) at its input size."""
-    return run.spec.deployed().spec_id, run.input_hw(settings)
-
-
-def time_networks(
+def say_planned(
     runs: list[PlannedRun],
-    settings: ProfileSettings,
-    device: str,
-    say: Callable[[str], None] = print,
-    rounds: int = LATENCY_ROUNDS,
-) -> dict[LatencyKey, dict[str, Any]]:
-    """Each distinct deployed network of ``runs`` timed once, all of them in turns (per
-    input size), as a record's ``latency_ms``. Why in turns: a machine drifting over
-    minutes then slows every network alike instead of the ones timed last; one after the
-    other, one network measured 572 to 754 ms across a single pass."""
-    specs: dict[LatencyKey, Any] = {}
+    store: Store,
+    force: bool,
+    max_attempts: int,
+    say: Callable[[str], None],
+) -> None:
+    """One line: how many of the plan are stored, failed for good, corrupt, left to do."""
+    counts = {"done": 0, "run": 0, "exhausted": 0, "corrupt": 0}
     for run in runs:
-        specs.setdefault(latency_key(run, settings), run.spec.deployed())
-    by_size: dict[tuple[int, int], list[LatencyKey]] = {}
-    for key in specs:
-        by_size.setdefault(key[1], []).append(key)
-    cfg = latency_config(settings, device)
-    timed: dict[LatencyKey, dict[str, Any]] = {}
-    for (h, w), keys in by_size.items():
-        say(f"timing {len(keys)} networks at {h}x{w}, {cfg.repeats} calls each in {rounds} turns")
-        models = {key: build_real(specs[key]) for key in keys}
-        for key, lat in measure_latency_interleaved(models, (1, 3, h, w), cfg, rounds).items():
-            timed[key] = {**latency_metrics(lat), "measured_at": utc_now(),
-                          "load_avg_1m": load_avg_1m()}  # fmt: skip
-    return timed
+        try:
+            record = store.get(run.key)
+        except StoreError:  # a corrupt file: the pass reports it by name
+            counts["run" if force else "corrupt"] += 1
+            continue
+        counts[decide(record, max_attempts, force)] += 1
+    parts = [f"{counts['done']} already stored"]
+    if counts["exhausted"]:
+        parts.append(
+            f"{counts['exhausted']} failed {max_attempts} times (left failed; "
+            "--max-attempts N or --force to try again)"
+        )
+    if counts["corrupt"]:
+        parts.append(
+            f"{counts['corrupt']} with a corrupt record (skipped; --force moves it aside and re-runs)"
+        )
+    say(f"{len(runs)} runs planned: {', '.join(parts)}, {counts['run']} to do")
+
+
+def running_copies(store: Store, keys: list[RecordKey]) -> set[tuple[str, int]]:
+    """(host, pid) of the live processes holding a lock of ``keys``: one listing of the
+    lock folder, not one read per key."""
+    wanted = {k.stem for k in keys}
+    return {
+        (holder.get("hostname", ""), holder.get("pid", 0))
+        for stem, holder in store.locks.live_holders().items()
+        if stem in wanted
+    }
 
 
 def remeasure_latency(

@@ -1,8 +1,8 @@
 """Datasets, augmentation and the built-in synthetic street scenes.
 
 Submodules: ``labels`` (Cityscapes id tables), ``synth`` (generator and cache),
-``datasets`` (Cityscapes, folder layout, ``parse_data_arg``, the checks done when data is
-opened), ``transforms``, ``cache`` (the cache folder and remembered check verdicts),
+``source`` (the ``--data`` argument: ``DataSource``, ``parse_data_arg``; torch-free),
+``datasets`` (Cityscapes, folder layout, the checks done when data is opened), ``transforms``, ``cache`` (the cache folder and remembered check verdicts),
 ``workers`` (toolkit errors out of DataLoader workers unchanged).
 The names below are imported lazily so that ``runners.data.synth`` (also run in generator
 worker processes) does not pull in torch.
@@ -17,10 +17,10 @@ _EXPORTS = {
     "CityscapesDataset": "datasets",
     "FolderDataset": "datasets",
     "PairedDataset": "datasets",
-    "DataSource": "datasets",
-    "parse_data_arg": "datasets",
+    "DataSource": "source",
+    "parse_data_arg": "source",
     "check_split": "datasets",
-    "RUN_SPLITS": "datasets",
+    "RUN_SPLITS": "source",
     "cache_root": "cache",
     "SynthConfig": "synth",
     "ensure_synth": "synth",

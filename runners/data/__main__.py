@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runners.cli import ArgumentParser, run_cli
-from runners.data.datasets import parse_data_arg
 from runners.data.labels import CLASS_NAMES
+from runners.data.source import parse_data_arg
 from runners.data.synth import (
     SynthConfig,
     default_synth_root,

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save_predictions is not None:
         check_output_dir(args.save_predictions, "--save-predictions")
 
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from searchspace.atomic import write_json
 
     if args.pred_dir is not None:

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import torch
 
-from runners.data.datasets import DataSource
 from runners.data.labels import IGNORE_INDEX
+from runners.data.source import DataSource
 from runners.evaluate.metrics import EvalResult
 from searchspace.errors import DataError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from runners.checkpoint import checkpoint_file, load_model
-from runners.data.datasets import DataSource
+from runners.data.source import DataSource
 from runners.evaluate.metrics import EvalResult
 from runners.evaluate.predict import evaluate
 from searchspace.errors import UsageError

@@ -19,8 +19,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from runners.data.datasets import DataSource
 from runners.data.labels import train_to_label
+from runners.data.source import DataSource
 from runners.data.transforms import eval_transform
 from runners.device import autocast, resolve_device
 from runners.evaluate.metrics import (

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners.cli import ArgumentParser, check_output_dir, run_cli
+from runners.cli import ArgumentParser, add_max_attempts_argument, check_output_dir, run_cli
 from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
 from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
 from runners.search.study import finished_trials, rejected_trials
@@ -61,6 +61,7 @@ def parser() -> ArgumentParser:
         "(knobs that do not apply to a point are left out)",
     )  # fmt: skip
     p.add_argument("--progress", action="store_true", help="show training progress bars")
+    add_max_attempts_argument(p)
     p.add_argument(
         "--grace-s", type=int, default=60,
         help="seconds without a heartbeat before a worker counts as dead and its trial is "
@@ -106,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pruner=args.pruner, latency_hw=tuple(args.latency_hw),
         latency_repeats=args.latency_repeats, threads=args.threads, progress=args.progress,
         grace_s=args.grace_s,
+        max_attempts=args.max_attempts,
     )  # fmt: skip
     # validate recipe and data names before the study is created
-    from runners.data.datasets import parse_data_arg
+    from runners.data.source import parse_data_arg
     from searchspace.recipes import parse_recipe
 
     cfg.check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.store.run_once import DEFAULT_MAX_ATTEMPTS, check_max_attempts
 from searchspace.errors import UsageError
 from searchspace.optuna_spaces import get_space
 
@@ -45,6 +46,7 @@ class SearchConfig:
     threads: int | None = None  # torch threads per worker (default: cores // workers)
     progress: bool = False
     grace_s: int = GRACE_S  # a worker silent this long is dead: its trial is failed, retried
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # a run that failed this often is not retrained
 
     def check(self) -> None:
         get_space(self.space)
@@ -74,6 +76,7 @@ class SearchConfig:
             )
         if self.workers < 1:
             raise UsageError(f"--workers {self.workers}: must be >= 1")
+        check_max_attempts(self.max_attempts)
         if self.grace_s < 2:
             raise UsageError(f"--grace-s {self.grace_s}: must be >= 2 (seconds)")
         for name, value in (

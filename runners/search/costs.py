@@ -1,21 +1,31 @@
 """What a spec costs (GMACs, params, latency) and whether the constraints allow it.
 
-Counts come from the meta device (no memory, milliseconds). Latency is measured once
-per spec and process, or taken from a stored run of the spec when that run was timed at
-the study's input size and device, so one spec's latency is the same number across
-trials and studies.
+Counts come from the meta device (no memory, milliseconds). Latency belongs to the
+deployed network, as in an ablation (``runners.experiment.time_networks``, the same pass):
+it is timed once per deployed network and process, or taken from a stored run of the spec
+when that run was timed at the study's input size on this device and host, so one
+network's latency is the same number across trials and studies.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from runners.experiment import ProfileSettings, profile_metrics, profile_run, stored_record
+from runners.env import device_name
+from runners.experiment import (
+    LatencyKey,
+    latency_key,
+    profile_metrics,
+    profile_run,
+    time_networks,
+)
 from runners.profile.complexity import build_on_meta, count_macs, count_params
+from runners.runs import PlannedRun, ProfileSettings
 from runners.search.config import SearchConfig
 from runners.search.setup import TrialSetup
+from searchspace.atomic import HOST
 from searchspace.errors import SpecError, UsageError
 from searchspace.optuna_spaces import get_space
 
@@ -38,40 +48,57 @@ class Counts:
 
 @dataclass
 class LatencyMeter:
-    """Latency of a spec at the study's input and device: stored, or measured once here."""
+    """Latency of a spec at the study's input and device: stored, or timed once here."""
 
     cfg: SearchConfig
     setup: TrialSetup
-    _measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec_id -> profile
+    _timed: dict[LatencyKey, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> ProfileSettings:
+        cfg = self.cfg
+        return ProfileSettings(
+            repeats=cfg.latency_repeats, threads=cfg.threads, input_hw=cfg.latency_hw
+        )
 
     def profile(self, spec: Any) -> dict[str, Any]:
         """The record-shaped profile (params, MACs, latency) of ``spec``."""
         return self.stored(spec) or self.measure(spec)
 
     def measure(self, spec: Any) -> dict[str, Any]:
-        """Profile once per spec and process (a rejected spec may be proposed again)."""
-        if spec.spec_id not in self._measured:
-            settings = ProfileSettings(repeats=self.cfg.latency_repeats, threads=self.cfg.threads)
-            self._measured[spec.spec_id] = profile_metrics(
-                profile_run(spec, self.cfg.latency_hw, settings, self.cfg.device)
+        """Counts, and the deployed network's latency timed once per process (a rejected
+        spec may be proposed again; specs that differ only in training-only heads share)."""
+        settings = self.settings
+        run = PlannedRun(self.setup.key(spec, self.cfg.train_seed), spec, self.setup.recipe, 0)
+        key = latency_key(run, settings)
+        if key not in self._timed:
+            self._timed.update(time_networks([run], settings, self.cfg.device, say=_quiet))
+        counts = profile_metrics(
+            profile_run(
+                spec, self.cfg.latency_hw, replace(settings, latency=False), self.cfg.device
             )
-        return self._measured[spec.spec_id]
+        )
+        return {**counts, "latency_ms": dict(self._timed[key])}
 
     def stored(self, spec: Any) -> dict[str, Any] | None:
-        """A stored run's profile, when its latency was taken at this input and device.
-
-        A record from another device or input size is not used.
-        """
-        record = stored_record(self.setup.store, self.setup.key(spec, self.cfg.train_seed))
+        """A stored run's profile, when its latency was taken at this input, on this
+        device and host (a record from another machine or input size is not used)."""
+        record = self.setup.store.record(self.setup.key(spec, self.cfg.train_seed))
         metrics = (record or {}).get("metrics") or {}
         lat = metrics.get("latency_ms") or {}
         if (
             lat.get("median") is None
             or list(lat.get("input_hw") or []) != list(self.cfg.latency_hw)
             or lat.get("device") != self.cfg.device
+            or lat.get("host", HOST) != HOST
+            or lat.get("device_name", device_name(self.cfg.device)) != device_name(self.cfg.device)
         ):
             return None
         return {k: metrics.get(k) for k in PROFILE_KEYS}
+
+
+def _quiet(_message: str) -> None:
+    pass
 
 
 def gmacs_violation(cfg: SearchConfig, gmacs: float) -> str | None:

@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.experiment import PlannedRun, ProfileSettings, run_stored
+from runners.experiment import run_planned
+from runners.runs import PlannedRun, ProfileSettings
 from runners.search.config import SearchConfig
 from runners.search.costs import Counts, LatencyMeter, gmacs_violation, latency_violation
 from runners.search.setup import TrialSetup
 from runners.train.budget import iterations_for
-from searchspace.errors import ToolkitError, UsageError, one_line
+from searchspace.errors import StoreError, ToolkitError, UsageError, one_line
+
+# how long a trial waits for its run when another process (a worker, an ablation) has it
+WAIT_FOR_OTHERS_S = 7200.0
 
 
 class TrialFailed(Exception):
@@ -111,15 +115,22 @@ class Objective:
             latency=profiled is not None, repeats=cfg.latency_repeats, threads=cfg.threads,
             input_hw=cfg.latency_hw,
         )  # fmt: skip
-        record, reused = run_stored(
-            run, setup.data, setup.store, cfg.device, settings, progress=cfg.progress,
+        out = run_planned(
+            [run], setup.data, setup.store, cfg.device, settings, max_attempts=cfg.max_attempts,
+            wait_s=WAIT_FOR_OTHERS_S, progress=cfg.progress, keep_checkpoints=False,
             on_eval=self._pruning_callback(trial), profiled=profiled,
         )  # fmt: skip
-        if reused:
+        record = out.records.get(run.key)
+        if record is None:
+            raise StoreError(f"timed out waiting for {run.key.stem}, run by another process")
+        if run.key not in out.ran:
             trial.set_user_attr("cached", True)
         if record.get("status") != "ok":
-            trial.set_user_attr("fail_reason", record.get("reason") or "failed")
-            raise TrialFailed(record.get("reason") or "failed")
+            reason = record.get("reason") or "failed"
+            if run.key in out.exhausted:
+                reason = f"failed {record.get('attempts', 1)} times, not retried: {reason}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
         trial.set_user_attr("train_s", (record.get("timings") or {}).get("train_s"))
         return float(record["metrics"]["miou"])
 

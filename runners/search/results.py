@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners.experiment import stored_record
 from runners.search.config import SearchConfig
 from runners.search.costs import Counts, LatencyMeter
 from runners.search.setup import TrialSetup
@@ -87,7 +86,7 @@ def reference_points(
         spec = setup.adapt(get_preset(name))
         counts = Counts.of(spec, cfg.latency_hw)
         vals = {"gmacs": counts.gmacs, "params": counts.params}
-        record = stored_record(setup.store, setup.key(spec, cfg.train_seed)) or {}
+        record = setup.store.record(setup.key(spec, cfg.train_seed)) or {}
         if record.get("status") == "ok":
             vals["miou"] = float(record["metrics"]["miou"])
         if "latency_ms" in cfg.objectives:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runners.data.datasets import DataSource, parse_data_arg
+from runners.data.source import DataSource, parse_data_arg
 from runners.search.config import SearchConfig
 from runners.store import Store
 from runners.train.budget import iterations_for

@@ -24,6 +24,8 @@ TEMP_MAX_AGE_S = 3600.0  # a temp file of another host older than this is debris
 
 
 def pid_alive(pid: int) -> bool:
+    """A process of this id runs on this machine; a zombie (exited, not yet reaped by its
+    parent, e.g. a launcher's task seen from the process that started it) does not."""
     if pid <= 0:
         return False
     try:
@@ -31,8 +33,12 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux), or it ended just now: the signal said it exists
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def check_writable(root: Path, *folders: Path) -> None:

@@ -7,6 +7,10 @@ made. A lock whose holder is a dead pid on this host, or whose heartbeat is olde
 ``stale_after_s``, is broken by an atomic rename (only one breaker wins), re-checked, and
 put back with ``os.link`` if it proves live. A holder paused for longer than
 ``stale_after_s`` finds its lock ``lost`` and must not write.
+
+A lock also says what a status view needs: the scheduler's job and array task when one
+started the holder (``job_identity``), and the iteration its run has reached
+(``RunLock.note``), so ``--status`` answers from the folder alone, on any machine.
 """
 
 from __future__ import annotations
@@ -31,7 +35,22 @@ from searchspace.records import RecordKey
 log = logging.getLogger(__name__)
 
 UNREADABLE_LOCK_GRACE_S = 30.0  # a lock still empty after this was abandoned mid-create
-_LOCK_BYTES = 512  # fixed size, so a rewrite in place never leaves a longer old tail
+_LOCK_BYTES = 1024  # fixed size, so a rewrite in place never leaves a longer old tail
+NOTE_EVERY_S = 5.0  # progress notes are written at most this often between heartbeats
+
+# environment variable -> lock field: who started this process (a scheduler, a launcher)
+_JOB_ENV = {
+    "SLURM_ARRAY_JOB_ID": "array_job_id",
+    "SLURM_ARRAY_TASK_ID": "array_task",
+    "SLURM_JOB_ID": "job_id",
+    "BISENET_LAUNCH_ID": "launch_id",
+    "BISENET_LAUNCH_TASK": "launch_task",
+}
+
+
+def job_identity() -> dict[str, str]:
+    """The scheduler job / launcher task this process runs as (empty when started by hand)."""
+    return {name: os.environ[env] for env, name in _JOB_ENV.items() if os.environ.get(env)}
 
 
 @dataclass
@@ -48,6 +67,10 @@ class RunLock:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lost: bool = field(default=False, repr=False)
+    _created: float = field(default=0.0, repr=False)
+    _notes: dict[str, Any] = field(default_factory=dict, repr=False)
+    _noted_at: float = field(default=0.0, repr=False)
+    _write: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __bool__(self) -> bool:
         return self.acquired
@@ -65,6 +88,24 @@ class RunLock:
             return False
         return (st.st_dev, st.st_ino) == self._inode
 
+    def note(self, **fields: Any) -> None:
+        """Progress for a status view (e.g. ``iteration=40``): kept, and written into the
+        lock at most every ``NOTE_EVERY_S`` seconds (the heartbeat writes it too)."""
+        self._notes.update(fields)
+        now = time.time()
+        if self.acquired and now - self._noted_at >= NOTE_EVERY_S:
+            self._rewrite(now)
+
+    def _rewrite(self, now: float) -> None:
+        """Rewrite the held lock in place through our own descriptor (never anyone else's
+        file: a breaker renames the path away, our descriptor keeps pointing at ours)."""
+        with self._write:
+            if self._fd is None:
+                return
+            self._noted_at = now
+            with contextlib.suppress(OSError):
+                os.pwrite(self._fd, _lock_bytes(self.token, self._created, now, self._notes), 0)
+
     def release(self) -> None:
         if not self.acquired:
             return
@@ -75,9 +116,10 @@ class RunLock:
         if not self._lost and self.owned():
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._write:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:
@@ -89,17 +131,22 @@ def read_lock(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _lock_bytes(token: str, created: float, heartbeat: float) -> bytes:
-    text = json.dumps(
-        {
-            "pid": os.getpid(),
-            "hostname": HOST,
-            "token": token,
-            "created": round(created, 6),
-            "heartbeat": round(heartbeat, 6),
-        }
-    )
-    return text.ljust(_LOCK_BYTES).encode()  # JSON allows trailing whitespace
+def _lock_bytes(
+    token: str, created: float, heartbeat: float, notes: dict[str, Any] | None = None
+) -> bytes:
+    holder = {
+        "pid": os.getpid(),
+        "hostname": HOST,
+        "token": token,
+        "created": round(created, 6),
+        "heartbeat": round(heartbeat, 6),
+        **job_identity(),
+        **(notes or {}),
+    }
+    data = json.dumps(holder).encode()
+    if len(data) > _LOCK_BYTES:  # never cut a lock's JSON: drop the notes instead
+        data = json.dumps({k: holder[k] for k in list(holder)[:5]}).encode()
+    return data.ljust(_LOCK_BYTES)  # JSON allows trailing whitespace
 
 
 class Locks:
@@ -132,6 +179,24 @@ class Locks:
         beat = holder.get("heartbeat")
         beat = max(float(beat), mtime) if isinstance(beat, (int, float)) else mtime
         return now - beat > self.stale_after_s
+
+    def live_holders(self) -> dict[str, dict[str, Any]]:
+        """Key stem -> holder of every live lock: one listing of the folder (a status view
+        or a progress line asks about all keys at once, not one file per key)."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            paths = list(self.folder.glob("*.lock"))
+        except OSError:
+            return out
+        for path in paths:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile
+            holder = read_lock(path)
+            if holder is not None and not self.is_stale(holder, mtime):
+                out[path.name.removesuffix(".lock")] = holder
+        return out
 
     def is_held(self, key: RecordKey) -> bool:
         """Whether a live process (this one included) holds the key's lock."""
@@ -196,17 +261,19 @@ class Locks:
                 with contextlib.suppress(OSError):
                     path.unlink()
                 raise
-            lock = RunLock(key, path, True, token=token, _fd=fd, _inode=(st.st_dev, st.st_ino))
+            lock = RunLock(
+                key, path, True, token=token, _fd=fd, _inode=(st.st_dev, st.st_ino), _created=now
+            )
             lock._thread = threading.Thread(
-                target=self._heartbeat, args=(lock, now), name=f"lock-{key.stem}", daemon=True
+                target=self._heartbeat, args=(lock,), name=f"lock-{key.stem}", daemon=True
             )
             lock._thread.start()
             return lock
         return RunLock(key, path, acquired=False, holder=holder)
 
-    def _heartbeat(self, lock: RunLock, created: float) -> None:
-        """Rewrite the held lock in place (through our own descriptor, so never anyone
-        else's file) until released; notice if a breaker took the path over."""
+    def _heartbeat(self, lock: RunLock) -> None:
+        """Rewrite the held lock (``RunLock._rewrite``) until released; notice if a breaker
+        took the path over."""
         while not lock._stop.wait(self.heartbeat_s):
             if not lock.owned():
                 time.sleep(0.05)  # a breaker that misjudged us restores the lock at once
@@ -214,8 +281,7 @@ class Locks:
                     lock._lost = True
                     log.warning("lost lock %s to another process", lock.path)
                     return
-            with contextlib.suppress(OSError):
-                os.pwrite(lock._fd, _lock_bytes(lock.token, created, time.time()), 0)  # type: ignore[arg-type]
+            lock._rewrite(time.time())
 
     @contextlib.contextmanager
     def hold(self, key: RecordKey) -> Iterator[RunLock]:

@@ -11,23 +11,22 @@ Guarantees, and how:
   in the same folder, fsync, ``os.replace``). A killed run leaves at most a temp file,
   which never matches ``*.json`` and is removed at the next start (``files.py``).
 - A finished ("ok") record is never recomputed unless asked (``force``); a failed one is
-  retried by default. ``put`` refuses to replace an ok record without ``force``.
+  retried up to a cap of attempts (``run_once.py``: the one failure policy). ``put``
+  refuses to replace an ok record without ``force``.
 - A corrupt record (bad JSON, another schema, key not matching its name) is reported and
   skipped, never overwritten: ``put`` raises unless ``force``, and even then moves the
   file aside to ``<name>.corrupt-<timestamp>``.
 - Two processes never run one key twice: see ``locks.py``.
 
 The record's key, layout and validation are ``searchspace/records.py``, shared with the
-loader in ``analysis/records.py``. The usual loop is ``Store.run_keys``; see its docstring.
+loader in ``analysis/records.py``. Running keys goes through ``run_once.run_once``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +41,6 @@ log = logging.getLogger(__name__)
 
 LOCKS_DIRNAME = "locks"
 STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is abandoned
-
-
-@dataclass
-class RunSummary:
-    """What ``Store.run_keys`` did with each key."""
-
-    ran: list[RecordKey] = field(default_factory=list)
-    skipped: list[RecordKey] = field(default_factory=list)  # already done (or corrupt)
-    busy: list[RecordKey] = field(default_factory=list)  # another live process has it
-    lost: list[RecordKey] = field(default_factory=list)  # lock taken over mid-run: not written
 
 
 class Store:
@@ -103,6 +92,15 @@ class Store:
             return None
         return read_record(path)
 
+    def record(self, key: RecordKey) -> dict[str, Any] | None:
+        """The stored record (ok or failed), or None; a corrupt file is reported and counts
+        as none (for readers that must not stop on one bad file)."""
+        try:
+            return self.get(key)
+        except StoreError as exc:
+            self._report(f"{exc}; skipped")
+            return None
+
     def state(self, key: RecordKey) -> str:
         """ "absent", "ok", "failed" or "corrupt" (a file that is not a valid record)."""
         try:
@@ -129,39 +127,6 @@ class Store:
 
     def keys(self) -> list[RecordKey]:
         return [RecordKey.from_dict(r["key"]) for r in self]
-
-    def needs_run(
-        self,
-        key: RecordKey,
-        force: bool = False,
-        retry_failed: bool = True,
-        *,
-        fresh_since: float | None = None,
-    ) -> bool:
-        """Should this key be (re)computed?
-
-        No record: yes. An ok record: only with ``force``. A failed one: if
-        ``retry_failed``. A corrupt file: reported; only with ``force`` (``put`` then moves
-        it aside). ``fresh_since`` (a ``time.time()``) makes a record written since then
-        count as done even with ``force``, so that forced runs in two processes still run
-        each key once.
-        """
-        path = self.path(key)
-        if not path.exists():
-            return True
-        try:
-            record = read_record(path)
-        except StoreError as exc:
-            if not force:
-                self._report(f"{exc}; skipped (re-run with force to move it aside)")
-            return force
-        if fresh_since is not None:
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime >= fresh_since:
-                    return False
-        if force:
-            return True
-        return record["status"] == "failed" and retry_failed
 
     def put(self, record: Mapping[str, Any], force: bool = False) -> Path:
         """Write ``record`` atomically; returns its path.
@@ -203,45 +168,3 @@ class Store:
         """``with store.lock(key) as lock:`` -- ``lock`` is falsy if another process has it."""
         with self.locks.hold(key) as lock:
             yield lock
-
-    # --- the resumable loop ----------------------------------------------------------
-
-    def run_keys(
-        self,
-        keys: Iterable[RecordKey],
-        work: Callable[[RecordKey], Mapping[str, Any]],
-        *,
-        force: bool = False,
-        retry_failed: bool = True,
-    ) -> RunSummary:
-        """Run ``work(key) -> record`` for each key that needs it, once across processes.
-
-        The order per key: skip if done; lock it (skip if another process holds it); check
-        again (it may have finished while we looked); run; put. ``work`` should return a
-        failed record (``build_record(..., status="failed", reason=...)``) for an expected
-        failure; an exception propagates and leaves no record (the lock is released).
-        """
-        summary = RunSummary()
-        fresh_since = time.time() if force else None
-        for key in keys:
-            if not self.needs_run(key, force, retry_failed, fresh_since=fresh_since):
-                summary.skipped.append(key)
-                continue
-            with self.locks.hold(key) as lock:
-                if not lock:
-                    summary.busy.append(key)
-                    continue
-                if not self.needs_run(key, force, retry_failed, fresh_since=fresh_since):
-                    summary.skipped.append(key)
-                    continue
-                record = work(key)
-                got = check_record(plain(record), f"record of {key}")
-                if got != key:
-                    raise StoreError(f"work({key}) returned a record for another key ({got})")
-                if lock.lost:
-                    self._report(f"lock of {key} was taken over while running; not written")
-                    summary.lost.append(key)
-                    continue
-                self.put(record, force=True)
-                summary.ran.append(key)
-        return summary

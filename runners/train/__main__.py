@@ -22,7 +22,7 @@ from runners.cli import (
     resolve_workers,
     run_cli,
 )
-from runners.data.datasets import parse_data_arg
+from runners.data.source import parse_data_arg
 from searchspace.presets import parse_spec
 from searchspace.recipes import Recipe, parse_recipe
 

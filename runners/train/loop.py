@@ -30,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from blocks.builder import build_model
 from runners import checkpoint as ckpt
-from runners.data.datasets import DataSource
 from runners.data.decoded import CachedDataset, open_cache
+from runners.data.source import DataSource
 from runners.device import autocast, precision_name, resolve_device
 from runners.env import cpu_model
 from runners.evaluate.predict import evaluate
@@ -126,6 +126,7 @@ def train(
     stop_after: int | None = None,
     curve_at: Sequence[float] = (),
     decoded_cache: Path | str | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``spec`` under ``recipe`` on the source's train split; results go to ``run_dir``.
 
@@ -142,6 +143,7 @@ def train(
     Without ``resume`` the folder's old checkpoint and result are deleted first.
     The train split is read from its pre-decoded cache (``runners.data.decoded``) when
     one exists at the default place or at ``decoded_cache``: the same pixels, less work.
+    ``on_step(iteration)`` is called after every step (a status view's "iteration reached").
     Run under ``torchrun`` for DDP: ``recipe.batch_size`` is then the global batch.
     """
     if seed < 0:
@@ -169,6 +171,7 @@ def train(
         run = _Run(spec, recipe, data_source, seed, Path(run_dir), dev, info, progress, workers)
         run.curve_at = tuple(sorted(set(curve_at)))
         run.decoded_cache = Path(decoded_cache) if decoded_cache is not None else None
+        run.on_step = on_step
         return run.execute(on_eval, resume, checkpoint_every, stop_after)
     finally:
         dist_utils.teardown(info)
@@ -194,6 +197,7 @@ class _Run:
         self.progress = progress and info.is_main
         self.workers = workers
         self.decoded_cache: Path | None = None
+        self.on_step: Callable[[int], None] | None = None
         self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
         self.amp = recipe.amp
         self.precision = precision_name(device, recipe.amp)
@@ -378,6 +382,8 @@ class _Run:
                 self.iteration += 1
                 self.images += self.recipe.batch_size
                 self._record(loss_value, lr, bar, now - step_start)
+                if self.on_step is not None:
+                    self.on_step(self.iteration)
                 if total is None and self._time_is_up():
                     break
                 after = self._progress_fraction()
