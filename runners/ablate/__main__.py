@@ -25,6 +25,7 @@ from runners.cli import (
 )
 from runners.data.source import RUN_SPLITS, parse_data_arg
 from runners.runs import ProfileSettings
+from runners.store.run_once import check_max_attempts
 from searchspace.errors import UsageError
 from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
@@ -188,8 +189,7 @@ def check_args(args) -> None:
         raise UsageError(f"--seeds {args.seeds}: must be >= 1")
     if args.latency_repeats < 1:
         raise UsageError(f"--latency-repeats {args.latency_repeats}: must be >= 1")
-    if args.max_attempts < 1:
-        raise UsageError(f"--max-attempts {args.max_attempts}: must be >= 1")
+    check_max_attempts(args.max_attempts)
     if args.max_running is not None and args.max_running < 1:
         raise UsageError(f"--max-running {args.max_running}: must be >= 1")
     if args.launcher is not None and args.launcher not in LAUNCHERS:
