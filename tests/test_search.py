@@ -285,6 +285,9 @@ def test_a_nan_run_is_recorded_with_its_reason(tmp_path: Path, tiny_data: str, m
     assert frame["reason"].str.contains("loss is").all()
 
 
+# slow: 21-33 s on 2 cores (GMACs of the 15-point grid counted by the test, by the
+# precheck and per proposal, five runs trained); CI runs it in its slow step
+@pytest.mark.slow
 def test_constraints_reject_before_training(tmp_path: Path, tiny_data: str) -> None:
     from runners.profile.complexity import build_on_meta, count_macs
     from runners.search.study import rejected_trials
