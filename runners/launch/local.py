@@ -88,15 +88,20 @@ def cancel_local(launch: Launch, holders: dict[str, dict[str, Any]]) -> list[int
         for h in holders.values()
         if h.get("launch_id") == launch.launch_id and isinstance(h.get("pid"), int)
     ]
-    deadline = time.monotonic() + CANCEL_GRACE_S
-    while time.monotonic() < deadline and any(pid_alive(p) for p in [*signalled, *workers]):
-        time.sleep(0.2)
-    for pid in workers:
+    _wait_gone([*signalled, *workers], CANCEL_GRACE_S)
+    for pid in [*workers, *signalled]:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 signalled.append(pid)
-    return signalled
+    _wait_gone([*signalled, *workers], CANCEL_GRACE_S)  # a lock is released only once
+    return sorted(set(signalled))  # its holder is gone
+
+
+def _wait_gone(pids: Sequence[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
 
 
 def tasks_of(
