@@ -76,12 +76,15 @@ def main() -> None:
         check = subprocess.run(
             [sys.executable, "-c", probe, *cmd[3:]], cwd=ROOT, capture_output=True, text=True
         )
+        load_before = os.getloadavg()[0]
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
             times.append(time.perf_counter() - t0)
-        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "?")
+        print(f"machine: {model}, {os.cpu_count()} CPUs, load average {load_before:.2f} before")
         print(
             f"folder: {planned} planned runs, {records} records ({size_mb:.1f} MB), "
             f"{LOCKS} live locks"
