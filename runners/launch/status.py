@@ -206,20 +206,15 @@ def format_status(report: StatusReport) -> str:
         f"{c['failed']} failed, {c['queued']} queued, {c['missing']} missing"
     )
     if report.estimated_from:
-        left = (
-            f"; left about {_duration(report.left_s)} of training"
-            + (
-                f" ({_duration(report.left_wall_s)} at the current {_processes(report)})"
-                if c["running"]
-                else ""
+        line = f"compute spent: {_duration(report.spent_s)} of training in {report.estimated_from} stored runs"
+        if report.left_s:
+            line += (
+                f"; left: about {_duration(report.left_s)} of training, estimated from their"
+                " train times"
             )
-            if report.left_s
-            else ""
-        )
-        lines.append(
-            f"compute spent: {_duration(report.spent_s)} of training in "
-            f"{report.estimated_from} stored runs{left} (estimated from their train times)"
-        )
+            if c["running"]:
+                line += f" ({_duration(report.left_wall_s)} at the current {_processes(report)})"
+        lines.append(line)
     for problem in report.problems:
         lines.append(f"warning: {problem}")
     return "\n".join(lines)
