@@ -21,12 +21,15 @@ from runners.launch.ledger import (
     launches_dir,
     launches_for,
     new_launch_id,
+    read_launches,
     write_launch,
 )
 from runners.launch.local import cancel_local, submit_local, tasks_of
 from runners.runs import PlannedRun, ProfileSettings
 from runners.store import Store
+from runners.store.locks import Locks
 from runners.store.run_once import decide
+from runners.store.store import LOCKS_DIRNAME, STALE_AFTER_S
 from searchspace.atomic import HOST
 from searchspace.errors import StoreError
 
@@ -146,10 +149,6 @@ def _flag_args(argv: list[str]) -> list[str]:
 def cancel(runs: list[PlannedRun], results_dir: Path) -> int:
     """Stop the live launches that hold any run of the plan, release their locks, and mark
     them cancelled in the ledger; stored records are untouched."""
-    from runners.launch.ledger import read_launches
-    from runners.store.locks import Locks
-    from runners.store.store import LOCKS_DIRNAME, STALE_AFTER_S
-
     root = Path(results_dir)
     stems = {r.key.stem for r in runs}
     live = [
@@ -165,7 +164,7 @@ def cancel(runs: list[PlannedRun], results_dir: Path) -> int:
             continue
         holders = locks.live_holders()
         signalled = cancel_local(launch, holders)
-        released = release_dead_locks(locks, launch.launch_id)
+        released = locks.remove_dead(launch_id=launch.launch_id)
         launch.cancelled = time.time()
         write_launch(root, launch)
         print(
@@ -173,23 +172,3 @@ def cancel(runs: list[PlannedRun], results_dir: Path) -> int:
             f"{released} lock(s) released; stored records kept"
         )
     return 0
-
-
-def release_dead_locks(locks: Any, launch_id: str) -> int:
-    """Remove the locks of this launch whose holder no longer runs (a task killed before
-    it could release them); a live holder's lock is never touched."""
-    import contextlib
-
-    from runners.store.files import pid_alive
-    from runners.store.locks import read_lock
-
-    released = 0
-    for path in locks.folder.glob("*.lock"):
-        holder = read_lock(path)
-        if not holder or holder.get("launch_id") != launch_id or holder.get("hostname") != HOST:
-            continue
-        if isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"]):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                released += 1
-    return released

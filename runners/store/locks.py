@@ -198,6 +198,23 @@ class Locks:
                 out[path.name.removesuffix(".lock")] = holder
         return out
 
+    def remove_dead(self, **match: Any) -> int:
+        """Remove the locks of this host whose holder process has ended and whose fields
+        equal ``match`` (e.g. ``launch_id=...``: what a cancelled launch left behind); a
+        live holder's lock is never touched. Returns how many were removed."""
+        removed = 0
+        for path in self.folder.glob("*.lock"):
+            holder = read_lock(path)
+            if not holder or holder.get("hostname") != HOST:
+                continue
+            if any(holder.get(k) != v for k, v in match.items()):
+                continue
+            if isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"]):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def is_held(self, key: RecordKey) -> bool:
         """Whether a live process (this one included) holds the key's lock."""
         path = self.path(key)
