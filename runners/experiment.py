@@ -41,7 +41,7 @@ from runners.store import (
 )
 from runners.store.locks import RunLock
 from runners.store.run_once import Progress
-from runners.train.loop import train
+from runners.train.loop import CHECKPOINT_EVERY_S, train
 from searchspace.atomic import HOST
 from searchspace.errors import SpecError, ToolkitError, UsageError, one_line
 from searchspace.records import RecordKey
@@ -109,6 +109,7 @@ def execute_run(
     profiled: dict[str, Any] | None = None,
     latency: dict[str, Any] | None = None,
     on_step: Callable[[int], None] | None = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> dict[str, Any]:
     """Profile, train, evaluate one run and return its record (failed records included).
 
@@ -157,6 +158,7 @@ def execute_run(
         result = train(
             run.spec, run.recipe, data, run.seed, run_dir, device=device, progress=progress,
             workers=workers, on_eval=on_eval, curve_at=CURVE_AT, on_step=on_step,
+            checkpoint_every_s=checkpoint_every_s,
         )  # fmt: skip
     except (SpecError, UsageError):
         raise  # a mistake of the whole invocation: no point going on with other rows
@@ -278,6 +280,7 @@ def run_planned(
     on_start: Callable[[PlannedRun, Progress], None] | None = None,
     on_done: Callable[[PlannedRun, dict[str, Any], float], None] | None = None,
     say: Callable[[str], None] = lambda _msg: None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> RunOnceOutcome:
     """Run every planned run that needs it, each at most once across processes
     (``runners.store.run_once``: lock, atomic record, the one failure policy).
@@ -312,6 +315,7 @@ def run_planned(
             on_eval=on_eval, profiled=profiled,
             latency=timed.get(latency_key(run, settings)) if timed else None,
             on_step=lambda iteration: lock.note(iteration=iteration),
+            checkpoint_every_s=checkpoint_every_s,
         )  # fmt: skip
         if on_done is not None:
             on_done(run, record, time.perf_counter() - started)

@@ -30,7 +30,8 @@ from searchspace.errors import UsageError
 from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
 
-LAUNCHERS = ("local",)
+LAUNCHERS = ("local", "slurm")
+SLURM_FLAGS = ("partition", "gpus_per_run", "cpus_per_run", "time", "slurm_arg", "slurm_setup")
 DEFAULT_RESULTS = Path("runs") / "results"
 ALIASES = {"pair": "6", "v2": "6"}
 
@@ -71,11 +72,36 @@ def parser() -> ArgumentParser:
     add_max_attempts_argument(p)
     p.add_argument(
         "--launcher", default=None,
-        help="start the runs as separate processes and return: local (N processes here)",
+        help="start the runs and return: local (N processes here) or slurm (job arrays)",
     )  # fmt: skip
     p.add_argument(
         "--max-running", type=int, default=None,
-        help="runs at once under --launcher (local default: one per GPU, else one)",
+        help="runs at once under --launcher (local default: one per GPU, else one; "
+        "slurm default: no limit of ours)",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, metavar="M",
+        help="checkpoint at least every M minutes besides every 100 iterations (0: off): "
+        "what a kill can lose",
+    )  # fmt: skip
+    slurm = p.add_argument_group("--launcher slurm")
+    slurm.add_argument("--partition", default=None, help="SLURM partition (default: SLURM's)")
+    slurm.add_argument(
+        "--gpus-per-run", type=int, default=None, help="GPUs per run (train on cuda)"
+    )
+    slurm.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per run")
+    slurm.add_argument(
+        "--time", default=None,
+        help="time limit per run (SLURM format, e.g. 8:00:00); a run that outlasts it "
+        "checkpoints, requeues and goes on",
+    )  # fmt: skip
+    slurm.add_argument(
+        "--slurm-arg", action="append", default=None, metavar="KEY=VALUE",
+        help="any other sbatch option, as given (repeatable): qos=high, mem-per-cpu=4G",
+    )  # fmt: skip
+    slurm.add_argument(
+        "--slurm-setup", action="append", default=None, metavar="CMD",
+        help="a shell line run before each task (repeatable): module load ..., source venv",
     )  # fmt: skip
     p.add_argument(
         "--status", action="store_true",
@@ -141,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.launcher:
         from runners.ablate.launch import launch
 
+        args.table_ids = table_ids
         return launch(runs, data, args, settings, sys.argv if argv is None else list(argv))
     if args.dry_run:
         from runners.ablate.run import dry_run_rows
@@ -196,6 +223,9 @@ def check_args(args) -> None:
         raise UsageError(f"--launcher {args.launcher!r}: unknown (known: {', '.join(LAUNCHERS)})")
     if args.max_running is not None and not args.launcher:
         raise UsageError("--max-running needs --launcher (e.g. --launcher local)")
+    if args.checkpoint_minutes < 0:
+        raise UsageError(f"--checkpoint-minutes {args.checkpoint_minutes}: must be >= 0 (0: off)")
+    _check_slurm_args(args)
     if args.status and args.cancel:
         raise UsageError("--status and --cancel: give one of them")
     if args.json and not args.status:
@@ -209,6 +239,29 @@ def check_args(args) -> None:
         )
     if (args.status or args.cancel) and (args.launcher or args.dry_run or args.remeasure_latency):
         raise UsageError("--status and --cancel only read the folder: drop the other actions")
+
+
+def _check_slurm_args(args) -> None:
+    """The SLURM flags only with ``--launcher slurm``, each well formed (one line if not);
+    whether SLURM accepts them is asked when submitting, before anything is staged."""
+    given = [f"--{f.replace('_', '-')}" for f in SLURM_FLAGS if getattr(args, f) is not None]
+    if given and args.launcher != "slurm":
+        raise UsageError(f"{', '.join(given)}: needs --launcher slurm")
+    if args.launcher != "slurm":
+        return
+    from runners.launch.slurm import parse_slurm_args, parse_time
+
+    if args.gpus_per_run is not None and args.gpus_per_run < 1:
+        raise UsageError(
+            f"--gpus-per-run {args.gpus_per_run}: must be >= 1 (leave it out for CPUs)"
+        )
+    if args.cpus_per_run is not None and args.cpus_per_run < 1:
+        raise UsageError(f"--cpus-per-run {args.cpus_per_run}: must be >= 1")
+    if args.device == "cuda" and not args.gpus_per_run:
+        raise UsageError("--device cuda with --launcher slurm: ask for GPUs with --gpus-per-run N")
+    if args.time is not None:
+        parse_time(args.time)
+    parse_slurm_args(args.slurm_arg or [])
 
 
 def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> None:

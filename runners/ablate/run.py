@@ -22,6 +22,7 @@ from runners.experiment import (
 from runners.runs import PlannedRun, ProfileSettings
 from runners.store import DEFAULT_MAX_ATTEMPTS, Store
 from runners.store.run_once import Progress, decide
+from runners.train.loop import CHECKPOINT_EVERY_S
 from searchspace.errors import StoreError
 from searchspace.records import RecordKey
 
@@ -51,6 +52,7 @@ def run_ablation(
     workers: int = 0,
     on_progress: Callable[[str], None] | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> AblationOutcome:
     """Do every planned run that has no finished record (or all, with ``force``)."""
     settings = settings or ProfileSettings()
@@ -87,6 +89,7 @@ def run_ablation(
         runs, data, store, device, settings, max_attempts=max_attempts, force=force,
         wait_s=wait_for_others_s, progress=progress, keep_checkpoints=keep_checkpoints,
         workers=workers, on_start=start, on_done=done, say=say,
+        checkpoint_every_s=checkpoint_every_s,
     )  # fmt: skip
     ran = set(out.ran)
     return AblationOutcome(

@@ -1,16 +1,24 @@
 """What one launcher task of an ablation does, wherever a launcher starts it.
 
 A task is a plain callable (``run_task``) with a picklable argument: submitit runs it in a
-local process today and in a SLURM job tomorrow, and a test can call it directly. It pins
-itself to its share of the machine, walks the plan through the one run-once path (the
-store's locks split the keys between tasks), and trains without timing: latency taken
-while other tasks train beside it would be worthless. The last task to finish times every
-trained network of the plan in one pass, in turns, alone on the machine.
+local process or in a SLURM job, and a test can call it directly. It walks its runs
+through the one run-once path (the store's locks split the keys between tasks) and trains
+without timing: latency taken while other tasks train beside it would be worthless.
+
+- Local tasks pin themselves to their share of the machine, walk the whole plan, and the
+  last one to finish times every trained network in one pass, in turns, alone.
+- A SLURM array task does one run (so ``--time`` is a per-run limit). SLURM's warning
+  signals stop training at the next step with a checkpoint (``runners.train.interrupt``);
+  the lock is released without a record; on submitit's time-limit signal (USR2) the task
+  requeues itself, on SIGTERM (preemption, ``scontrol requeue``, ``scancel``) SLURM has
+  already decided. A lock held by a node that died is waited out until its heartbeat is
+  stale, then taken over. The dependent report job (``run_report``) times the networks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,8 @@ from typing import Any
 from runners.data.source import DataSource
 from runners.launch.ledger import launches_dir
 from runners.runs import PlannedRun, ProfileSettings
+from runners.store.store import STALE_AFTER_S
+from runners.train.loop import CHECKPOINT_EVERY_S
 
 LAUNCH_ID_ENV = "BISENET_LAUNCH_ID"
 LAUNCH_TASK_ENV = "BISENET_LAUNCH_TASK"
@@ -37,30 +47,99 @@ class AblateTask:
     settings: ProfileSettings
     max_attempts: int
     workers: int = 0
+    scheduler: str = "local"  # "slurm": one run per task, signals, takeover; no latency
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
 
 
 def run_task(task: AblateTask) -> dict[str, Any]:
-    """Run the task's share of the plan; the last task out times the networks."""
+    """Run the task's share of the plan; the last local task out times the networks."""
     from runners.ablate.run import remeasure_latency, run_ablation
     from runners.store import Store
+    from runners.train import interrupt
 
     os.environ[LAUNCH_ID_ENV] = task.launch_id  # read into every lock this task takes
     os.environ[LAUNCH_TASK_ENV] = str(task.index)
-    everything, threads = _pin(task.cpus)
+    slurm = task.scheduler == "slurm"
+    if slurm:  # after submitit's own handlers, which would requeue mid-step
+        interrupt.install((signal.SIGTERM, signal.SIGUSR2))
+        everything, threads = _threads_from_slurm()
+    else:
+        everything, threads = _pin(task.cpus)
     store = Store(task.results_dir)
-    print(f"task {task.index} of {task.launch_id}: {task.device}, CPUs {list(task.cpus) or 'all'}")
-    outcome = run_ablation(
-        list(task.runs), task.data, store, device=task.device,
-        settings=replace(task.settings, latency=False), progress=False,
-        workers=task.workers, on_progress=lambda m: print(m, flush=True),
-        max_attempts=task.max_attempts,
-    )  # fmt: skip
+    where = f"CPUs {list(task.cpus)}" if task.cpus else f"{threads} torch thread(s)"
+    print(f"task {task.index} of {task.launch_id}: {task.device}, {where}", flush=True)
+
+    def one_pass(wait_s: float) -> Any:
+        return run_ablation(
+            list(task.runs), task.data, store, device=task.device,
+            settings=replace(task.settings, latency=False), progress=False,
+            workers=task.workers, on_progress=lambda m: print(m, flush=True),
+            max_attempts=task.max_attempts, wait_for_others_s=wait_s,
+            checkpoint_every_s=task.checkpoint_every_s,
+        )  # fmt: skip
+
+    try:
+        outcome = one_pass(0.0)
+        if slurm and outcome.busy:
+            # held by another process: wait for its record; if its holder died (a node
+            # lost without a signal), the heartbeat goes stale and the next pass takes over
+            print(
+                f"{len(outcome.busy)} run(s) held elsewhere: waiting (stale after {STALE_AFTER_S:.0f} s)"
+            )
+            outcome = one_pass(STALE_AFTER_S + 30)
+            if outcome.busy:
+                outcome = one_pass(0.0)
+    except interrupt.StopRequested as stop:
+        return _stopped(stop)
     timed = 0
-    if task.settings.latency and _last_one_out(task, store):
+    if not slurm and task.settings.latency and _last_one_out(task, store):
         _pin(everything, threads)  # as a run in a single process times them
         print("last task out: timing every trained network of the plan, in turns")
         timed = remeasure_latency(list(task.runs), store, task.device, task.settings)
     return {"ran": len(outcome.ran), "failed": len(outcome.failed), "timed": timed}
+
+
+def _stopped(stop: Any) -> dict[str, Any]:
+    """After a stop request: the checkpoint is saved and the lock released. On submitit's
+    time-limit warning (USR2) the task puts itself back in the queue; a SIGTERM means SLURM
+    is already requeueing (preemption, ``scontrol requeue``) or cancelling it."""
+    from runners.launch.slurm import requeue_this_job
+
+    print(f"{stop}; lock released", flush=True)
+    requeued = False
+    if stop.signal_name == "SIGUSR2":
+        requeued = requeue_this_job()
+        print("requeued this job" if requeued else "could not requeue this job", flush=True)
+    return {"stopped": stop.signal_name, "iteration": stop.iteration, "requeued": requeued}
+
+
+def _threads_from_slurm() -> tuple[tuple[int, ...], int]:
+    """One torch thread per CPU SLURM gave the task (its cgroup or ``--cpus-per-task``)."""
+    import torch
+
+    from runners.cpus import usable_cpus
+
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    n = min(int(cpus), usable_cpus()) if cpus.isdigit() else usable_cpus()
+    torch.set_num_threads(max(1, n))
+    return (), max(1, n)
+
+
+def run_commands(commands: list[list[str]]) -> dict[str, Any]:
+    """Run each command in turn, its output in this job's log; the first failure stops
+    the rest. The report job: ``runners.ablate --remeasure-latency`` (every trained network
+    of the plan timed in turns on this one node, so no table mixes nodes), then
+    ``analysis.report``."""
+    import subprocess
+    import sys
+
+    _threads_from_slurm()
+    for argv in commands:
+        print("$ " + " ".join(argv), flush=True)
+        code = subprocess.call(argv, stdout=sys.stdout, stderr=sys.stderr)
+        if code != 0:
+            raise RuntimeError(f"{argv[1:3]} exited with {code}")
+    return {"commands": len(commands)}
 
 
 def _pin(

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners.launch.slurm import QueuedJob, squeue
 from runners.store.files import pid_alive
 from searchspace.atomic import HOST, write_json
 from searchspace.errors import StoreError
@@ -30,7 +31,7 @@ class Task:
     """One process (or scheduler job) a launcher started."""
 
     index: int
-    job_id: str  # the scheduler's job id; for the local launcher, its controller's pid
+    job_id: str  # SLURM: ``ARRAYID_INDEX``; the local launcher: its controller's pid
     log: str  # where the task writes its output
     device: str = "cpu"
     cpus: list[int] = field(default_factory=list)  # the CPUs it is pinned to ([]: any)
@@ -41,14 +42,15 @@ class Launch:
     """What one ``--launcher`` call submitted."""
 
     launch_id: str
-    launcher: str  # "local" (later "slurm")
+    launcher: str  # "local" or "slurm"
     host: str  # where it was submitted (local tasks run there)
     created: float
     command: list[str]  # the command line, to say how it was started
-    keys: list[str]  # the record key stems submitted
+    keys: list[str]  # the record key stems submitted (SLURM: keys[i] is tasks[i]'s run)
     tasks: list[Task] = field(default_factory=list)
     cancelled: float | None = None
     version: int = LEDGER_VERSION
+    report: Task | None = None  # SLURM: the dependent latency-and-report job
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +58,14 @@ class Launch:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Launch:
         tasks = [Task(**t) for t in data.get("tasks", [])]
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "tasks"}
-        return cls(**known, tasks=tasks)
+        report = Task(**data["report"]) if data.get("report") else None
+        skip = {"tasks", "report"}
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in skip}
+        return cls(**known, tasks=tasks, report=report)
+
+    def job_ids(self) -> list[str]:
+        """Every scheduler job of the launch (its tasks, then the report job)."""
+        return [t.job_id for t in self.tasks] + ([self.report.job_id] if self.report else [])
 
 
 def launches_dir(results_dir: Path | str) -> Path:
@@ -109,9 +117,39 @@ def task_alive(launch: Launch, task: Task) -> bool | None:
     return task.job_id.isdigit() and pid_alive(int(task.job_id))
 
 
-def launch_live(launch: Launch) -> bool:
-    """Not cancelled and, where this machine can tell, some task still running."""
+Queue = dict[str, QueuedJob] | None  # squeue's answer for SLURM launches; None: no answer
+
+
+def slurm_queue(launches: Iterable[Launch]) -> Queue:
+    """One ``squeue`` call for the jobs of every SLURM launch not cancelled."""
+    jobs = [j for launch in launches if launch.launcher == "slurm" and launch.cancelled is None
+            for j in launch.job_ids()]  # fmt: skip
+    return squeue(jobs) if jobs else {}
+
+
+def launch_live(launch: Launch, queue: Queue = None) -> bool:
+    """Not cancelled and, where this machine can tell, some task still running or waiting
+    (SLURM: listed by ``squeue``; when squeue does not answer, assumed live)."""
     if launch.cancelled is not None:
         return False
+    if launch.launcher == "slurm":
+        return queue is None or any(job in queue for job in launch.job_ids())
     states = [task_alive(launch, task) for task in launch.tasks]
     return any(state is None or state for state in states)
+
+
+def queued_keys(launches: Iterable[Launch], queue: Queue) -> dict[str, tuple[str, str | None]]:
+    """Key stem -> (launch id, its task's job, or None) for every key a live launch may
+    still run: all keys of a live local launch; for SLURM, each key whose array task
+    squeue still lists (all of them when squeue does not answer)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for launch in launches:
+        if not launch_live(launch, queue):
+            continue
+        if launch.launcher == "slurm" and queue is not None:
+            for stem, task in zip(launch.keys, launch.tasks):
+                if task.job_id in queue:
+                    out[stem] = (launch.launch_id, task.job_id)
+        else:
+            out.update(dict.fromkeys(launch.keys, (launch.launch_id, None)))
+    return out

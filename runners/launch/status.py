@@ -3,7 +3,9 @@
 Per run: *stored* (its mIoU), *running* (who holds its lock: host, pid, scheduler job or
 launcher task, the iteration reached, the heartbeat's age), *failed* (attempts and the
 first line of the reason; *retry* when a later call will try again, *gave up* at the cap),
-*queued* (in a live launch's ledger, not started), or *missing*. Then the compute spent on
+*queued* (in a live launch's ledger, not started; for SLURM, its array task as ``squeue``
+lists it, with the reason it waits), or *missing*. SLURM is asked once, through
+``squeue``, never ``sacct``. Then the compute spent on
 the stored runs and an estimate of what is left, from those runs' own train times.
 
 Never imports torch (answers in well under 2 s for 1,000 records; see
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.launch.ledger import launch_live, read_launches
+from runners.launch.ledger import queued_keys, read_launches, slurm_queue
 from runners.runs import PlannedRun
 from runners.store.locks import Locks
 from runners.store.run_once import attempts_of, decide
@@ -78,10 +80,13 @@ def collect_status(
     root = Path(results_dir)
     report = StatusReport(str(root))
     holders = Locks(root / LOCKS_DIRNAME, stale_after_s, stale_after_s).live_holders()
-    queued: dict[str, str] = {}
-    for launch in read_launches(root):
-        if launch_live(launch):
-            queued.update(dict.fromkeys(launch.keys, launch.launch_id))
+    launches = read_launches(root)
+    queue = slurm_queue(launches)
+    if queue is None:
+        report.problems.append(
+            "squeue did not answer: SLURM tasks are shown as queued until it does"
+        )
+    queued = queued_keys(launches, queue)
     now = time.time()
     names: dict[str, str] = {}  # spec_id -> compact string: seeds share a spec
     for run in runs:
@@ -115,7 +120,12 @@ def collect_status(
             state.reason = (record.get("reason") or "").strip().splitlines()[0][:200]
             state.retry = decide(record, max_attempts) == "run"
         elif stem in queued:
-            state.state, state.launch_id = "queued", queued[stem]
+            state.state, (state.launch_id, job) = "queued", queued[stem]
+            if job is not None and queue:
+                entry = queue[job]
+                state.job = f"slurm {job} {entry.state.lower()}" + (
+                    f" ({entry.reason})" if entry.reason and entry.reason != "None" else ""
+                )
         report.runs.append(state)
     report.counts = {s: sum(r.state == s for r in report.runs) for s in STATES}
     _estimate(report, runs)
@@ -241,5 +251,5 @@ def _detail(r: RunState) -> str:
         what = "will retry" if r.retry else "gave up"
         return f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}, {what}: {r.reason}"
     if r.state == "queued":
-        return f"submitted by {r.launch_id}, not started"
+        return f"submitted by {r.launch_id}, not started" + (f": {r.job}" if r.job else "")
     return ""

@@ -198,18 +198,21 @@ class Locks:
                 out[path.name.removesuffix(".lock")] = holder
         return out
 
-    def remove_dead(self, **match: Any) -> int:
+    def remove_dead(self, ended: bool = False, **match: Any) -> int:
         """Remove the locks of this host whose holder process has ended and whose fields
         equal ``match`` (e.g. ``launch_id=...``: what a cancelled launch left behind); a
-        live holder's lock is never touched. Returns how many were removed."""
+        live holder's lock is never touched. ``ended``: the caller knows every matching
+        holder has ended (its scheduler says its jobs are gone), on any host. Returns how
+        many were removed."""
         removed = 0
         for path in self.folder.glob("*.lock"):
             holder = read_lock(path)
-            if not holder or holder.get("hostname") != HOST:
+            if not holder or (holder.get("hostname") != HOST and not ended):
                 continue
             if any(holder.get(k) != v for k, v in match.items()):
                 continue
-            if isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"]):
+            pid = holder.get("pid")
+            if ended or (isinstance(pid, int) and not pid_alive(pid)):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     removed += 1

@@ -36,6 +36,7 @@ from runners.device import autocast, precision_name, resolve_device
 from runners.env import cpu_model
 from runners.evaluate.predict import evaluate
 from runners.train import distributed as dist_utils
+from runners.train import interrupt
 from runners.train.budget import iterations_for
 from runners.train.data import make_train_loader
 from runners.train.losses import segmentation_loss
@@ -46,6 +47,9 @@ from searchspace.recipes import Recipe
 
 RESULT_NAME = "train_result.json"
 LOG_EVERY = 10  # iterations per history record (and the window of ``final_loss``)
+# besides every ``checkpoint_every`` iterations, a checkpoint at least this often: what a
+# SIGKILL (a dead node, a scheduler out of patience) can lose, whatever an iteration costs
+CHECKPOINT_EVERY_S = 600.0
 
 OnEval = Callable[[int, float], None]
 
@@ -122,6 +126,7 @@ def train(
     *,
     resume: bool = True,
     checkpoint_every: int = 100,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     workers: int = 0,
     stop_after: int | None = None,
     curve_at: Sequence[float] = (),
@@ -135,7 +140,10 @@ def train(
     Optuna's ``TrialPruned``) to end the run, and the exception propagates. With
     ``resume`` an existing ``run_dir/checkpoint.pt`` of the same spec, recipe, seed and
     dataset is continued (a finished one is returned as is, not recomputed).
-    ``checkpoint_every`` (0: only at the end) sets how often a kill can lose work.
+    ``checkpoint_every`` (0: only at the end) iterations and ``checkpoint_every_s`` seconds
+    (0: no time bound), whichever comes first, set how much a kill can lose.
+    A stop request (``runners.train.interrupt``: a scheduler's signal) saves a checkpoint
+    after the current step and raises ``StopRequested``.
     ``stop_after`` pauses after that many iterations with a checkpoint, as if killed.
     ``curve_at``: fractions of the budget (in (0, 1)) after which the val split is scored
     as well, for a learning curve in ``TrainResult.evals``; like every evaluation it is
@@ -150,6 +158,8 @@ def train(
         raise UsageError(f"seed={seed}: must be >= 0")
     if checkpoint_every < 0:
         raise UsageError(f"checkpoint_every={checkpoint_every}: must be >= 0 (0: only at the end)")
+    if checkpoint_every_s < 0:
+        raise UsageError(f"checkpoint_every_s={checkpoint_every_s}: must be >= 0 (0: no bound)")
     if workers < 0:
         raise UsageError(f"workers={workers}: must be >= 0")
     if any(not 0 < f < 1 for f in curve_at):
@@ -172,6 +182,7 @@ def train(
         run.curve_at = tuple(sorted(set(curve_at)))
         run.decoded_cache = Path(decoded_cache) if decoded_cache is not None else None
         run.on_step = on_step
+        run.checkpoint_every_s = checkpoint_every_s
         return run.execute(on_eval, resume, checkpoint_every, stop_after)
     finally:
         dist_utils.teardown(info)
@@ -198,6 +209,7 @@ class _Run:
         self.workers = workers
         self.decoded_cache: Path | None = None
         self.on_step: Callable[[int], None] | None = None
+        self.checkpoint_every_s = CHECKPOINT_EVERY_S
         self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
         self.amp = recipe.amp
         self.precision = precision_name(device, recipe.amp)
@@ -272,6 +284,7 @@ class _Run:
         if self.info.is_main:
             ckpt.save_atomic(self.state(finished, result), self.ckpt_path)
         dist_utils.barrier(self.info)
+        self.saved_at, self.saved_iteration = time.monotonic(), self.iteration
 
     def _load(self) -> dict[str, Any] | None:
         data = ckpt.load(self.ckpt_path, map_location="cpu")
@@ -291,6 +304,8 @@ class _Run:
             self.scaler.load_state_dict(data["scaler"])
         ckpt.set_rng_state(data["rng"])
         self.iteration = self.resumed_from = int(data["iteration"])
+        if self.info.is_main:
+            print(f"resumed from iteration {self.iteration} ({self.ckpt_path})", file=sys.stderr)
         self.images = int(data["images"])
         self.seconds = float(data["seconds"])
         self.history = list(data["history"])
@@ -366,7 +381,10 @@ class _Run:
         )
         bar = self._bar(total)
         status, reason = "ok", None
+        self.saved_at = time.monotonic()
+        self.saved_iteration = self.iteration if self.ckpt_path.exists() else -1
         try:
+            self._stop_if_asked()  # a request that came while the run was being set up
             step_start = time.perf_counter()
             for images, labels in loader:
                 if self._done(total):
@@ -400,8 +418,12 @@ class _Run:
                     self.save()
                     status, reason = "paused", f"stop_after={stop_after} reached"
                     break
-                if checkpoint_every and self.iteration % checkpoint_every == 0:
+                if (checkpoint_every and self.iteration % checkpoint_every == 0) or (
+                    self.checkpoint_every_s
+                    and time.monotonic() - self.saved_at >= self.checkpoint_every_s
+                ):
                     self.save()
+                self._stop_if_asked()
                 step_start = time.perf_counter()
         finally:
             if bar is not None:
@@ -436,6 +458,20 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value, lr
+
+    def _stop_if_asked(self) -> None:
+        """On a stop request: checkpoint now (unless the last save is this iteration's) and
+        raise ``StopRequested``; the next start resumes here exactly."""
+        name = interrupt.requested()
+        if name is None:
+            return
+        if self.saved_iteration != self.iteration:
+            self.save()
+        if self.info.is_main:
+            print(
+                f"{name}: stopping at iteration {self.iteration}, checkpoint saved", file=sys.stderr
+            )
+        raise interrupt.StopRequested(name, self.iteration)
 
     def _time_is_up(self) -> bool:
         """Any rank out of time stops every rank (their clocks differ slightly)."""
