@@ -4,10 +4,12 @@ machines.
 Each trial samples a spec, checks the hard constraints before any training (MACs on the
 meta device, then latency), and trains through the result store, so a spec already
 trained with the same recipe, data and seed is reused. The study lives in SQLite in the
-results folder by default, or on a database server (``--storage postgresql://...``)
-shared by workers on many machines. The package: ``config`` (what to do), ``study``
+results folder by default, on a database server (``--storage postgresql://...``) or in a
+journal file on a shared filesystem (``--storage journal:PATH``), shared by workers on
+many machines. The package: ``config`` (what to do), ``study``
 (storage, sampler, counts), ``objective`` (one trial), ``costs`` (constraints),
-``workers`` (the process pool), ``results`` (front, export, reference points).
+``workers`` (the process pool), ``stale`` (dead workers without heartbeats), ``results``
+(front, export, reference points).
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def parser() -> ArgumentParser:
     p.add_argument("--max-latency-ms", type=float, default=None)
     p.add_argument("--pruner", default="none", help="none, median, hyperband (single objective)")
     p.add_argument(
-        "--storage", default=None, help="optuna storage URL (default: SQLite in --results-dir)"
-    )
+        "--storage", default=None,
+        help="where the study lives (default: SQLite in --results-dir, one machine): "
+        "postgresql://USER@HOST/DB (a database server, workers on many machines), or "
+        "journal:PATH (a bare PATH ending in .journal too): an Optuna journal file on a "
+        "shared filesystem, for many machines without a database server",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--recipe", default="smoke")
     p.add_argument("--data", default="synth")
@@ -64,8 +70,8 @@ def parser() -> ArgumentParser:
     add_max_attempts_argument(p)
     p.add_argument(
         "--grace-s", type=int, default=60,
-        help="seconds without a heartbeat before a worker counts as dead and its trial is "
-        "retried (default 60)",
+        help="seconds without a heartbeat (its storage's, or its trial lock's with a journal) "
+        "before a worker counts as dead and its trial is retried (default 60)",
     )  # fmt: skip
     return p
 

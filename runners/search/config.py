@@ -21,6 +21,8 @@ DEFAULT_RESULTS = Path("runs") / "results"
 # a worker silent for GRACE_S seconds is taken as dead: its trial fails and is retried
 HEARTBEAT_S = 15
 GRACE_S = 60
+JOURNAL_PREFIX = "journal:"
+JOURNAL_SUFFIX = ".journal"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,12 @@ class SearchConfig:
 
     @property
     def storage_url(self) -> str:
+        """The storage as every worker opens it; a journal file by its absolute path, so
+        worker processes started elsewhere (another folder, a scheduler) find the same file."""
         if self.storage:
+            journal = journal_path(self.storage)
+            if journal:  # an empty path is left for make_storage to refuse
+                return JOURNAL_PREFIX + str(Path(journal).expanduser().resolve())
             return self.storage
         return f"sqlite:///{Path(self.results_dir).resolve() / 'optuna.db'}"
 
@@ -103,3 +110,42 @@ class SearchConfig:
     @property
     def needs_training(self) -> bool:
         return "miou" in self.objectives
+
+
+def journal_path(storage: str) -> str | None:
+    """The file of a journal storage as given (``journal:PATH``, or a bare ``PATH.journal``;
+    ``""`` for ``journal:`` alone), or None for any other storage."""
+    if storage.startswith(JOURNAL_PREFIX):
+        return storage.removeprefix(JOURNAL_PREFIX)
+    if storage.endswith(JOURNAL_SUFFIX) and "://" not in storage:
+        return storage
+    return None
+
+
+def storage_kind(storage: str | None) -> str:
+    """``sqlite`` (also the default, None), ``journal``, ``server`` (PostgreSQL, MySQL) or
+    ``unknown`` (``make_storage`` refuses it)."""
+    if not storage or storage.startswith("sqlite:"):
+        return "sqlite"
+    if journal_path(storage) is not None:
+        return "journal"
+    if storage.startswith(("postgresql", "mysql")):
+        return "server"
+    return "unknown"
+
+
+def check_storage_for_launcher(storage: str | None, launcher: str | None) -> None:
+    """Refuse SQLite for workers spread over a cluster's nodes (``launcher == "slurm"``).
+
+    SQLite locks its file with fcntl, which a shared (network) filesystem breaks or
+    serialises: many nodes writing one study file corrupt it or deadlock. One machine
+    (launcher None or ``local``) keeps SQLite, its default.
+    """
+    if launcher != "slurm" or storage_kind(storage) != "sqlite":
+        return
+    what = f"--storage {storage}" if storage else "the default storage (SQLite in --results-dir)"
+    raise UsageError(
+        f"--launcher slurm cannot use {what}: SQLite's file locking over a shared network "
+        "filesystem, written from many nodes, corrupts or deadlocks the study; use --storage "
+        "postgresql://USER@HOST/DB, or --storage journal:PATH with PATH on a shared filesystem"
+    )

@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runners.env import device_name
 from runners.experiment import run_planned
 from runners.runs import PlannedRun, ProfileSettings
 from runners.search.config import SearchConfig
 from runners.search.costs import Counts, LatencyMeter, gmacs_violation, latency_violation
 from runners.search.setup import TrialSetup
+from runners.search.study import claim_latency_device
 from runners.train.budget import iterations_for
+from searchspace.atomic import HOST
 from searchspace.errors import StoreError, ToolkitError, UsageError, one_line
 
 # how long a trial waits for its run when another process (a worker, an ablation) has it
@@ -100,11 +103,21 @@ class Objective:
         if not self.cfg.needs_latency:
             return values, None
         profiled = self.latency.profile(spec)
-        values["latency_ms"] = profiled["latency_ms"]["median"]
+        latency = profiled["latency_ms"]
+        values["latency_ms"] = latency["median"]
         trial.set_user_attr("latency_ms", values["latency_ms"])
+        self.record_latency_device(trial, latency)
         if reason := latency_violation(self.cfg, values["latency_ms"]):
             raise Rejected(reason)
         return values, profiled
+
+    def record_latency_device(self, trial, latency: dict[str, Any]) -> None:
+        """Name the device and host the latency was timed on, on the trial; the study's
+        first latency names its device for all (``study.claim_latency_device``)."""
+        kind = latency.get("device_name") or device_name(self.cfg.device)
+        trial.set_user_attr("latency_device", kind)
+        trial.set_user_attr("latency_host", latency.get("host") or HOST)
+        claim_latency_device(trial.study, kind)
 
     def train(self, trial, spec: Any, profiled: dict[str, Any] | None) -> float:
         """Val mIoU of the spec's run, stored or trained now (``runners.experiment``)."""

@@ -1,27 +1,45 @@
-"""The study: its storage (SQLite or a database server, with worker heartbeats), sampler,
-pruner, and the counts that decide when it is done."""
+"""The study: its storage (SQLite, a database server with worker heartbeats, or a journal
+file on a shared filesystem), sampler, pruner, the device its latencies are timed on, and
+the counts that decide when it is done."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from runners.search.config import GRACE_S, HEARTBEAT_S, OBJECTIVES, SearchConfig
+from runners.search.config import (
+    GRACE_S,
+    HEARTBEAT_S,
+    JOURNAL_PREFIX,
+    OBJECTIVES,
+    SearchConfig,
+    journal_path,
+)
 from searchspace.errors import UsageError, one_line
 from searchspace.optuna_spaces import SearchSpace, get_space
 
+# study user attr: the device (GPU or CPU model) every latency of the study was timed on
+LATENCY_DEVICE_ATTR = "latency_device"
+
 
 def make_storage(url: str, heartbeat: bool = True, grace_s: int = GRACE_S):
-    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried.
+    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried; or
+    a journal file (``journal:PATH``), whose dead workers ``runners.search.stale`` finds.
 
     Each worker beats every ``min(15, grace_s // 4)`` s; a RUNNING trial whose worker has
-    been silent for ``grace_s`` is failed and re-queued once with the same parameters.
+    been silent for ``grace_s`` is failed and re-queued with the same parameters (twice at
+    most).
     """
     import warnings
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    journal = journal_path(url)
+    if journal is not None:
+        return journal_storage(journal)
     kwargs: dict[str, Any] = {}
     if heartbeat:
         with warnings.catch_warnings():
@@ -39,7 +57,8 @@ def make_storage(url: str, heartbeat: bool = True, grace_s: int = GRACE_S):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     else:
         raise UsageError(
-            f"--storage {url!r}: expected sqlite:///PATH, postgresql://... or mysql://..."
+            f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... "
+            "or journal:PATH"
         )
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,6 +68,79 @@ def make_storage(url: str, heartbeat: bool = True, grace_s: int = GRACE_S):
     except Exception as exc:  # sqlalchemy's errors are many; all mean "cannot use this URL"
         reason = one_line(exc, 300)
         raise UsageError(f"--storage {_redact(url)}: cannot connect ({reason})") from None
+
+
+def journal_storage(path_text: str):
+    """Optuna's journal file storage: an append-only file on a shared filesystem, locked by
+    ``link``/``rename`` (safe over NFS), for workers on many nodes without a server."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    where = f"--storage {JOURNAL_PREFIX}{path_text}"
+    if not path_text.strip():
+        raise UsageError(f"{where}: give the journal file's path (journal:PATH)")
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{where}: is a folder; give a file, e.g. {path / 'study.journal'}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{where}: not a regular file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or one_line(exc)
+        raise UsageError(f"{where}: cannot create its folder {path.parent} ({reason})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{where}: folder {path.parent} is not writable (the journal's lock is made there)"
+        )
+    _check_journal_file(path, where)
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (OSError, ValueError) as exc:  # unwritable file, a log line that is not JSON
+        raise UsageError(f"{where}: cannot be used as a journal ({one_line(exc, 300)})") from None
+
+
+def _check_journal_file(path: Path, where: str) -> None:
+    """Refuse an existing file that is not an Optuna journal (Optuna would append to it)."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be read ({exc.strerror or one_line(exc)})") from None
+    if not first:
+        return
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        raise UsageError(f"{where}: not an Optuna journal (its first line is no journal entry)")
+
+
+def check_latency_device(study, kind: str) -> None:
+    """Refuse a worker whose latencies would not compare with the study's: each latency
+    is a number of its device, and a study's front mixes them silently."""
+    stored = study.user_attrs.get(LATENCY_DEVICE_ATTR)
+    if stored is None or stored == kind:
+        return
+    raise UsageError(
+        f"study {study.study_name!r} timed its latencies on {stored!r}, this worker would "
+        f"time them on {kind!r}, and the two do not compare: run every worker on one node "
+        "type (e.g. --slurm-arg constraint=...), or drop latency_ms and --max-latency-ms "
+        "(gmacs is the same on any device)"
+    )
+
+
+def claim_latency_device(study, kind: str) -> None:
+    """Record ``kind`` as the study's latency device at its first latency, then check it
+    (two kinds claiming at once: the last write stays and the other worker is refused)."""
+    if LATENCY_DEVICE_ATTR not in study.user_attrs:
+        study.set_user_attr(LATENCY_DEVICE_ATTR, kind)
+    check_latency_device(study, kind)
 
 
 def _redact(url: str) -> str:

@@ -1,7 +1,8 @@
 """Running a study to its target: one process, or a pool of worker processes.
 
-Every worker opens the same study (heartbeats in its storage: a worker that dies has its
-trial failed and retried once with the same parameters) and takes a share of the trials.
+Every worker opens the same study and takes a share of the trials. A worker that dies has
+its trial failed and retried with the same parameters: found by the heartbeats of a
+database storage, or by the trial locks of ``stale`` on a journal file.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from runners.cpus import usable_cpus
+from runners.env import device_name
 from runners.search.config import SearchConfig
 from runners.search.costs import precheck_constraints
 from runners.search.objective import Objective, TrialFailed
-from runners.search.study import finished_trials, open_study
+from runners.search.stale import TrialLocks, uses_trial_locks
+from runners.search.study import check_latency_device, finished_trials, open_study
+from runners.store.store import LOCKS_DIRNAME
 
 # consecutive proposals that all break the constraints before a worker gives up
 MAX_REJECTED_IN_A_ROW = 200
@@ -34,6 +39,10 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
     import optuna
 
     objective = Objective(cfg)
+    trial_locks = None  # a storage without heartbeats: trial locks tell the dead workers
+    if uses_trial_locks(study):
+        trial_locks = TrialLocks(Path(cfg.results_dir) / LOCKS_DIRNAME, cfg.grace_s)
+    run = objective if trial_locks is None else trial_locks.guard(objective)
     done = rejected_in_a_row = 0
     while done < n_trials:
         if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
@@ -43,15 +52,24 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
                 file=sys.stderr,
             )
             break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # a dead worker's RUNNING trial must not count as under way: fail it now, and
-            # the storage's retry callback queues a copy that the next trial picks up
-            optuna.storages.fail_stale_trials(study)
+        if cfg.needs_latency:  # another worker may have timed the study's first latency
+            check_latency_device(study, device_name(cfg.device))
+        # a dead worker's RUNNING trial must not count as under way: fail it now, and a
+        # copy is queued (the storage's retry callback, or the trial locks) for a next trial
+        if trial_locks is not None:
+            trial_locks.fail_dead_trials(study)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         if finished_trials(study) + running >= cfg.trials:
             break
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        try:
+            study.optimize(run, n_trials=1, catch=(TrialFailed,))
+        finally:  # after the study was told: a live worker's trial always has its lock
+            if trial_locks is not None:
+                trial_locks.release()
         if objective.last_rejected:
             rejected_in_a_row += 1
         else:
@@ -97,6 +115,8 @@ def run_search(cfg: SearchConfig, enqueue: Sequence[Mapping[str, Any]] = ()) -> 
     cfg.check()
     precheck_constraints(cfg)
     study = open_study(cfg)
+    if cfg.needs_latency:  # one line here, not one traceback per worker process
+        check_latency_device(study, device_name(cfg.device))
     for params in enqueue:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     remaining = cfg.trials - finished_trials(study)
