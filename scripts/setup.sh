@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh machine: a virtualenv in .venv with the CPU
 # build of torch 2.13 first (a bare `torch` requirement would pull a multi-GB CUDA build),
-# then the project in editable mode with its test and ONNX extras.
+# then the project in editable mode with its test, ONNX, PostgreSQL and cluster (submitit) extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,5 +12,5 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-.venv/bin/python -m pip install -q -e ".[test,onnx,postgres]"
+.venv/bin/python -m pip install -q -e ".[test,onnx,postgres,cluster]"
 echo "set-up done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

@@ -62,7 +62,7 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
 BAD = [
     (["--max-running", "0", "--launcher", "local"], "--max-running 0: must be >= 1"),
     (["--max-attempts", "0"], "--max-attempts 0: must be >= 1"),
-    (["--launcher", "cluster9"], "--launcher 'cluster9': unknown (known: local)"),
+    (["--launcher", "cluster9"], "--launcher 'cluster9': unknown (known: local, slurm)"),
     (["--launcher", "local", "--remeasure-latency"], "--launcher with --remeasure-latency"),
     (["--max-running", "2"], "--max-running needs --launcher"),
     (["--status", "--cancel"], "give one of them"),

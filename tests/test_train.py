@@ -150,6 +150,58 @@ def test_paused_and_resumed_run_ends_like_a_straight_run(tiny: DataSource, tmp_p
     assert saved["status"] == "ok" and saved["spec_id"] == spec.spec_id
 
 
+def test_stop_request_checkpoints_at_the_next_step_and_resumes_exactly(
+    tiny: DataSource, tmp_path: Path
+) -> None:
+    """A scheduler's signal only notes a request; the loop checkpoints after the step it
+    is in and raises, and the resumed run redoes nothing and ends like a straight one."""
+    from runners.train import interrupt
+
+    spec, recipe = parse_spec(SPEC), tiny_recipe(budget=8)
+    straight = train(spec, recipe, tiny, 0, tmp_path / "a", progress=False)
+
+    def ask_at_3(iteration: int) -> None:
+        if iteration == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)  # a real signal through the real handler
+
+    previous = signal.getsignal(signal.SIGUSR2)
+    interrupt.install([signal.SIGUSR2])
+    try:
+        with pytest.raises(interrupt.StopRequested) as stop:
+            train(spec, recipe, tiny, 0, tmp_path / "b", progress=False, on_step=ask_at_3,
+                  checkpoint_every=0)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        interrupt.clear()
+    assert stop.value.signal_name == "SIGUSR2" and stop.value.iteration == 3
+    saved = ckpt.load(tmp_path / "b" / ckpt.CHECKPOINT_NAME)
+    assert saved["iteration"] == 3 and not saved["finished"]
+    resumed = train(spec, recipe, tiny, 0, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 3 and resumed.iterations == 8  # nothing redone
+    assert resumed.params_sha1 == straight.params_sha1
+
+
+@pytest.mark.parametrize(("every_s", "saved"), [(1e-9, 2), (0.0, None)])
+def test_time_bound_checkpoints_besides_the_iteration_interval(
+    tiny: DataSource, tmp_path: Path, every_s: float, saved: int | None
+) -> None:
+    """With no iteration interval, a time bound still leaves a checkpoint at every step
+    once its seconds have passed (here: always); 0 turns the bound off."""
+
+    class Killed(Exception):
+        pass
+
+    def die_after_2(iteration: int) -> None:
+        if iteration == 3:
+            raise Killed  # as a SIGKILL during step 3 would, with nothing saved after it
+
+    with pytest.raises(Killed):
+        train(parse_spec(SPEC), tiny_recipe(budget=8), tiny, 0, tmp_path, progress=False,
+              on_step=die_after_2, checkpoint_every=0, checkpoint_every_s=every_s)  # fmt: skip
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    assert (ckpt.load(path)["iteration"] if path.exists() else None) == saved
+
+
 def test_sigkilled_run_resumes_to_the_same_state(tiny: DataSource, tmp_path: Path) -> None:
     """A real ``kill -9`` of the CLI after a checkpoint, then resume: same final weights."""
     n = 24

@@ -22,7 +22,7 @@ from typing import Any
 
 from runners.ablate.task import AblateTask, run_commands, run_task
 from runners.data.source import DataSource
-from runners.launch import slurm
+from runners.launch import require_submitit, slurm
 from runners.launch.ledger import (
     Launch,
     Task,
@@ -79,6 +79,7 @@ def launch(
     runs: list[PlannedRun], data: DataSource, args: Any, settings: ProfileSettings, argv: list[str]
 ) -> int:
     """Submit the runs still missing; print where they are and how to follow them."""
+    require_submitit(args.launcher)
     options = slurm_options(args) if args.launcher == "slurm" else None
     if options is not None:  # every SLURM check before anything is read, staged or written
         slurm.check_available()

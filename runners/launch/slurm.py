@@ -10,6 +10,8 @@ and ``--cancel`` use it; ``submitit`` is imported only to submit.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -20,9 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from runners.launch import require_submitit
 from searchspace.errors import UsageError
 
-EXTRA = "bisenet-lab[cluster]"  # the extra that brings submitit
 SIGNAL_DELAY_S = 120  # submitit's warning signal (USR2) this long before the time limit
 COMMAND_TIMEOUT_S = 60
 # squeue states of a job that still holds or will hold its work (not finished)
@@ -104,10 +106,7 @@ def parse_slurm_args(items: Sequence[str]) -> dict[str, str | bool]:
 
 def check_available() -> None:
     """The extra and SLURM's client commands are here, or one line saying what to install."""
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise UsageError(f"--launcher needs submitit: pip install '{EXTRA}'") from None
+    require_submitit("slurm")
     missing = [c for c in ("sbatch", "squeue", "scancel", "scontrol", "sinfo") if not which(c)]
     if missing:
         raise UsageError(
@@ -269,16 +268,22 @@ def _submit(
 
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=1000)
     executor.update_parameters(**params, array_parallelism=max(1, parallel))
-    try:
-        if len(calls) == 1:
-            submitted = [executor.submit(fn, *calls[0])]
-        else:
-            with executor.batch():
-                pending = [executor.submit(fn, *args) for args in calls]
-            submitted = list(pending)
+    try:  # submitit prints sbatch's stderr itself: it comes back once, as our one line
+        with contextlib.redirect_stderr(io.StringIO()):
+            submitted = _submit_quietly(executor, fn, calls)
     except (FailedJobError, FailedSubmissionError, subprocess.CalledProcessError) as exc:
         raise UsageError(f"sbatch refused the job: {complaint(str(exc))}") from None
     return [(str(job.job_id), str(job.paths.stdout)) for job in submitted]
+
+
+def _submit_quietly(
+    executor: Any, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    if len(calls) == 1:
+        return [executor.submit(fn, *calls[0])]
+    with executor.batch():
+        pending = [executor.submit(fn, *args) for args in calls]
+    return list(pending)
 
 
 def sbatch_script(options: SlurmOptions, folder: Path, name: str, n_tasks: int) -> str:
