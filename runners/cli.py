@@ -51,6 +51,28 @@ def add_max_attempts_argument(p: ArgumentParser) -> None:
     )
 
 
+def add_slurm_arguments(p: ArgumentParser) -> None:
+    """The ``--launcher slurm`` flags, the same for ablate and search
+    (``runners.launch.slurm.options_from_args`` checks them)."""
+    g = p.add_argument_group("--launcher slurm")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: SLURM's)")
+    g.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per task (trains on cuda)")
+    g.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per task")
+    g.add_argument(
+        "--time", default=None,
+        help="time limit per task (SLURM format, e.g. 8:00:00); a task that outlasts it "
+        "checkpoints, requeues and goes on",
+    )  # fmt: skip
+    g.add_argument(
+        "--slurm-arg", action="append", default=None, metavar="KEY=VALUE",
+        help="any other sbatch option, as given (repeatable): qos=high, mem-per-cpu=4G",
+    )  # fmt: skip
+    g.add_argument(
+        "--slurm-setup", action="append", default=None, metavar="CMD",
+        help="a shell line run before each task (repeatable): module load ..., source venv",
+    )  # fmt: skip
+
+
 def resolve_workers(workers: int | None, device: str) -> int:
     """``--workers``: the default for the device when not given (``runners.cpus``), a
     warning (not an error) when more than the usable CPUs, an error when negative."""

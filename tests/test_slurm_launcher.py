@@ -274,7 +274,7 @@ def test_time_warning_names_runs_likely_to_outlast_time(
 ) -> None:
     """Estimated from the plan's stored runs per training multiply-add: a run of the same
     network at four times the iterations needs four times the stored run's time."""
-    from runners.ablate.launch import slurm_options, time_warnings
+    from runners.ablate.launch import time_warnings
     from runners.ablate.plan import plan_runs, resolve_tables
     from runners.data.source import parse_data_arg
     from runners.store import Store
@@ -291,12 +291,7 @@ def test_time_warning_names_runs_likely_to_outlast_time(
     }  # fmt: skip
     store.put(record)
 
-    class Args:
-        partition = gpus_per_run = cpus_per_run = max_running = None
-        slurm_arg = slurm_setup = None
-        time = "30"
-
-    lines = time_warnings(long, [*short, *long], store, slurm_options(Args))
+    lines = time_warnings(long, [*short, *long], store, slurm.SlurmOptions(time_min=30))
     assert "from 1 stored runs (trained on Xeon)" in lines[0]
     assert "1 run(s) will likely outlast --time 00:30:00" in lines[0]
     assert "about 00:40:00" in lines[1]

@@ -19,6 +19,7 @@ from runners.ablate.plan import plan_runs, resolve_tables
 from runners.cli import (
     ArgumentParser,
     add_max_attempts_argument,
+    add_slurm_arguments,
     add_workers_argument,
     resolve_workers,
     run_cli,
@@ -31,7 +32,6 @@ from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
 
 LAUNCHERS = ("local", "slurm")
-SLURM_FLAGS = ("partition", "gpus_per_run", "cpus_per_run", "time", "slurm_arg", "slurm_setup")
 DEFAULT_RESULTS = Path("runs") / "results"
 ALIASES = {"pair": "6", "v2": "6"}
 
@@ -84,25 +84,6 @@ def parser() -> ArgumentParser:
         help="checkpoint at least every M minutes besides every 100 iterations (0: off): "
         "what a kill can lose",
     )  # fmt: skip
-    slurm = p.add_argument_group("--launcher slurm")
-    slurm.add_argument("--partition", default=None, help="SLURM partition (default: SLURM's)")
-    slurm.add_argument(
-        "--gpus-per-run", type=int, default=None, help="GPUs per run (train on cuda)"
-    )
-    slurm.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per run")
-    slurm.add_argument(
-        "--time", default=None,
-        help="time limit per run (SLURM format, e.g. 8:00:00); a run that outlasts it "
-        "checkpoints, requeues and goes on",
-    )  # fmt: skip
-    slurm.add_argument(
-        "--slurm-arg", action="append", default=None, metavar="KEY=VALUE",
-        help="any other sbatch option, as given (repeatable): qos=high, mem-per-cpu=4G",
-    )  # fmt: skip
-    slurm.add_argument(
-        "--slurm-setup", action="append", default=None, metavar="CMD",
-        help="a shell line run before each task (repeatable): module load ..., source venv",
-    )  # fmt: skip
     p.add_argument(
         "--status", action="store_true",
         help="where each run of the tables stands (stored, running, failed, queued, missing)",
@@ -112,6 +93,7 @@ def parser() -> ArgumentParser:
         "--cancel", action="store_true",
         help="stop what a launcher started for these tables; stored records stay",
     )  # fmt: skip
+    add_slurm_arguments(p)
     return p
 
 
@@ -225,7 +207,9 @@ def check_args(args) -> None:
         raise UsageError("--max-running needs --launcher (e.g. --launcher local)")
     if args.checkpoint_minutes < 0:
         raise UsageError(f"--checkpoint-minutes {args.checkpoint_minutes}: must be >= 0 (0: off)")
-    _check_slurm_args(args)
+    from runners.launch.slurm import options_from_args
+
+    args.slurm = options_from_args(args, args.max_running)
     if args.status and args.cancel:
         raise UsageError("--status and --cancel: give one of them")
     if args.json and not args.status:
@@ -239,29 +223,6 @@ def check_args(args) -> None:
         )
     if (args.status or args.cancel) and (args.launcher or args.dry_run or args.remeasure_latency):
         raise UsageError("--status and --cancel only read the folder: drop the other actions")
-
-
-def _check_slurm_args(args) -> None:
-    """The SLURM flags only with ``--launcher slurm``, each well formed (one line if not);
-    whether SLURM accepts them is asked when submitting, before anything is staged."""
-    given = [f"--{f.replace('_', '-')}" for f in SLURM_FLAGS if getattr(args, f) is not None]
-    if given and args.launcher != "slurm":
-        raise UsageError(f"{', '.join(given)}: needs --launcher slurm")
-    if args.launcher != "slurm":
-        return
-    from runners.launch.slurm import parse_slurm_args, parse_time
-
-    if args.gpus_per_run is not None and args.gpus_per_run < 1:
-        raise UsageError(
-            f"--gpus-per-run {args.gpus_per_run}: must be >= 1 (leave it out for CPUs)"
-        )
-    if args.cpus_per_run is not None and args.cpus_per_run < 1:
-        raise UsageError(f"--cpus-per-run {args.cpus_per_run}: must be >= 1")
-    if args.device == "cuda" and not args.gpus_per_run:
-        raise UsageError("--device cuda with --launcher slurm: ask for GPUs with --gpus-per-run N")
-    if args.time is not None:
-        parse_time(args.time)
-    parse_slurm_args(args.slurm_arg or [])
 
 
 def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> None:

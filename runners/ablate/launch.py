@@ -80,7 +80,7 @@ def launch(
 ) -> int:
     """Submit the runs still missing; print where they are and how to follow them."""
     require_submitit(args.launcher)
-    options = slurm_options(args) if args.launcher == "slurm" else None
+    options = args.slurm  # checked with the other flags (runners.launch.slurm.options_from_args)
     if options is not None:  # every SLURM check before anything is read, staged or written
         slurm.check_available()
         slurm.check_partition_and_gpus(options)
@@ -156,19 +156,6 @@ def _print_hints(argv: list[str]) -> None:
 
 
 # --- SLURM --------------------------------------------------------------------------------
-
-
-def slurm_options(args: Any) -> slurm.SlurmOptions:
-    """The SLURM flags, checked (one line each); nothing is asked of SLURM yet."""
-    return slurm.SlurmOptions(
-        partition=args.partition,
-        gpus_per_run=args.gpus_per_run or 0,
-        cpus_per_run=args.cpus_per_run,
-        time_min=slurm.parse_time(args.time) if args.time else None,
-        max_running=args.max_running,
-        args=slurm.parse_slurm_args(args.slurm_arg or []),
-        setup=tuple(args.slurm_setup or ()),
-    )
 
 
 def _launch_slurm(

@@ -104,6 +104,37 @@ def parse_slurm_args(items: Sequence[str]) -> dict[str, str | bool]:
     return out
 
 
+FLAGS = ("partition", "gpus_per_run", "cpus_per_run", "time", "slurm_arg", "slurm_setup")
+
+
+def options_from_args(args: Any, max_running: int | None) -> SlurmOptions | None:
+    """The ``--launcher slurm`` flags (``runners.cli.add_slurm_arguments``) checked, one
+    line each; None for another launcher, which may not be given them. Whether SLURM
+    accepts them is asked when submitting, before anything is staged."""
+    given = [f"--{f.replace('_', '-')}" for f in FLAGS if getattr(args, f, None) is not None]
+    if args.launcher != "slurm":
+        if given:
+            raise UsageError(f"{', '.join(given)}: needs --launcher slurm")
+        return None
+    if args.gpus_per_run is not None and args.gpus_per_run < 1:
+        raise UsageError(
+            f"--gpus-per-run {args.gpus_per_run}: must be >= 1 (leave it out for CPUs)"
+        )
+    if args.cpus_per_run is not None and args.cpus_per_run < 1:
+        raise UsageError(f"--cpus-per-run {args.cpus_per_run}: must be >= 1")
+    if args.device == "cuda" and not args.gpus_per_run:
+        raise UsageError("--device cuda with --launcher slurm: ask for GPUs with --gpus-per-run N")
+    return SlurmOptions(
+        partition=args.partition,
+        gpus_per_run=args.gpus_per_run or 0,
+        cpus_per_run=args.cpus_per_run,
+        time_min=parse_time(args.time) if args.time is not None else None,
+        max_running=max_running,
+        args=parse_slurm_args(args.slurm_arg or []),
+        setup=tuple(args.slurm_setup or ()),
+    )
+
+
 def check_available() -> None:
     """The extra and SLURM's client commands are here, or one line saying what to install."""
     require_submitit("slurm")
@@ -334,6 +365,20 @@ def squeue(job_ids: Sequence[str]) -> dict[str, QueuedJob] | None:
         if len(parts) == 4 and parts[1] in ALIVE_STATES:
             out[parts[0]] = QueuedJob(*parts)
     return out
+
+
+def jobs_named(name: str) -> list[QueuedJob] | None:
+    """The unfinished jobs (array tasks expanded) with this job name; None: no answer."""
+    if not which("squeue"):
+        return None
+    proc = subprocess.run(
+        ["squeue", "-h", "-r", "-n", name, "-o", "%i|%T|%r|%N"],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return None
+    rows = [line.strip().split("|") for line in proc.stdout.splitlines()]
+    return [QueuedJob(*r) for r in rows if len(r) == 4 and r[1] in ALIVE_STATES]
 
 
 def scancel(job_ids: Sequence[str]) -> None:
