@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners.cli import ArgumentParser, add_max_attempts_argument, check_output_dir, run_cli
+from runners.cli import (
+    ArgumentParser,
+    add_max_attempts_argument,
+    add_slurm_arguments,
+    check_output_dir,
+    run_cli,
+)
 from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
 from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
 from runners.search.study import finished_trials, rejected_trials
@@ -51,7 +57,15 @@ def parser() -> ArgumentParser:
         "journal:PATH (a bare PATH ending in .journal too): an Optuna journal file on a "
         "shared filesystem, for many machines without a database server",
     )  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes (here, or SLURM array tasks with --launcher slurm)",
+    )  # fmt: skip
+    p.add_argument(
+        "--launcher", default=None, choices=("local", "slurm"),
+        help="local (default): the workers run here and the command waits; slurm: the "
+        "workers are submitted as a job array on the study's storage and the command returns",
+    )  # fmt: skip
     p.add_argument("--recipe", default="smoke")
     p.add_argument("--data", default="synth")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
@@ -73,6 +87,7 @@ def parser() -> ArgumentParser:
         help="seconds without a heartbeat (its storage's, or its trial lock's with a journal) "
         "before a worker counts as dead and its trial is retried (default 60)",
     )  # fmt: skip
+    add_slurm_arguments(p)
     return p
 
 
@@ -104,12 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(
             f"--latency-hw {args.latency_hw[0]} {args.latency_hw[1]}: sizes must be >= 32"
         )
+    from runners.launch.slurm import options_from_args
+    from runners.search.config import check_storage_for_launcher
+
+    slurm = options_from_args(args, max_running=None)
+    check_storage_for_launcher(args.storage, args.launcher)
     cfg = SearchConfig(
         space=args.space, study=args.study, trials=args.trials,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         sampler=args.sampler, seed=args.seed, max_gmacs=args.max_gmacs,
         max_latency_ms=args.max_latency_ms, storage=args.storage, workers=args.workers,
-        recipe=args.recipe, data=args.data, results_dir=args.results_dir, device=args.device,
+        recipe=args.recipe, data=args.data, results_dir=args.results_dir,
+        device="cpu" if slurm else args.device,  # a SLURM worker's device: --gpus-per-run
         pruner=args.pruner, latency_hw=tuple(args.latency_hw),
         latency_repeats=args.latency_repeats, threads=args.threads, progress=args.progress,
         grace_s=args.grace_s,
@@ -135,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for create in (False, True):  # all checked before any is made
         for option, folder in outputs:
             check_output_dir(folder, option, create=create)
+    if slurm is not None:
+        from runners.search.launch import submit_workers
+
+        return submit_workers(cfg, slurm, enqueue=points)
     t0 = time.perf_counter()
     study = run_search(cfg, enqueue=points)
     frame = trials_frame(study)

@@ -8,6 +8,7 @@ database storage, or by the trial locks of ``stale`` on a journal file.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from runners.search.objective import Objective, TrialFailed
 from runners.search.stale import TrialLocks, uses_trial_locks
 from runners.search.study import check_latency_device, finished_trials, open_study
 from runners.store.store import LOCKS_DIRNAME
+from runners.train.interrupt import StopRequested
 
 # consecutive proposals that all break the constraints before a worker gives up
 MAX_REJECTED_IN_A_ROW = 200
@@ -43,6 +45,12 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
     if uses_trial_locks(study):
         trial_locks = TrialLocks(Path(cfg.results_dir) / LOCKS_DIRNAME, cfg.grace_s)
     run = objective if trial_locks is None else trial_locks.guard(objective)
+    current: list[Any] = []  # the trial being run, for a stop request to hand on
+
+    def tracked(trial: Any) -> Any:
+        current[:] = [trial]
+        return run(trial)
+
     done = rejected_in_a_row = 0
     while done < n_trials:
         if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
@@ -66,7 +74,14 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
         if finished_trials(study) + running >= cfg.trials:
             break
         try:
-            study.optimize(run, n_trials=1, catch=(TrialFailed,))
+            study.optimize(tracked, n_trials=1, catch=(TrialFailed,))
+        except StopRequested:
+            # the scheduler wants the node back: Optuna failed the trial (no fail_reason:
+            # not a result), its run is checkpointed; a copy takes it up where it stopped
+            if current:
+                trial = current[0]
+                study.enqueue_trial(dict(trial.params), user_attrs={"resumes_trial": trial.number})
+            raise
         finally:  # after the study was told: a live worker's trial always has its lock
             if trial_locks is not None:
                 trial_locks.release()
@@ -98,6 +113,32 @@ def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int, index: int) -
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, create=False)
     optimize_share(study, cfg, n_trials)
+
+
+def slurm_worker(cfg_dict: dict[str, Any], n_trials: int, index: int) -> dict[str, Any]:
+    """One search worker as a SLURM array task (``runners.search.launch``): a scheduler's
+    signal stops the trial's training at its next step with a checkpoint, queues the trial
+    again, and on submitit's time-limit warning (USR2) requeues this task."""
+    import signal
+
+    import torch
+
+    from runners.launch.slurm import requeue_this_job
+    from runners.train import interrupt
+
+    interrupt.install((signal.SIGTERM, signal.SIGUSR2))
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    torch.set_num_threads(max(1, int(cpus) if cpus.isdigit() else usable_cpus()))
+    print(
+        f"search worker {index}: up to {n_trials} trials of study {cfg_dict['study']}", flush=True
+    )
+    try:
+        _worker(cfg_dict, n_trials, torch.get_num_threads(), index)
+    except StopRequested as stop:
+        print(f"{stop}; the trial is queued again", flush=True)
+        requeued = stop.signal_name == "SIGUSR2" and requeue_this_job()
+        return {"stopped": stop.signal_name, "requeued": requeued}
+    return {"stopped": None}
 
 
 def split_trials(total: int, workers: int) -> list[int]:
