@@ -133,6 +133,36 @@ def test_a_busy_key_is_waited_for_and_its_record_returned(tmp_path: Path) -> Non
     assert quick.busy == [key(6)] and key(6) not in quick.records
 
 
+def test_a_key_whose_holder_leaves_without_a_record_is_taken_up(tmp_path: Path) -> None:
+    """A holder that stops without a record (preempted and requeued, or killed) leaves the
+    key to whoever waits for it: that caller runs it, once, instead of waiting on."""
+    store, k = Store(tmp_path), key(7)
+    other = Store(tmp_path)
+    released = threading.Event()
+
+    def hold_then_leave() -> None:
+        with other.lock(k) as held:
+            assert held
+            released.wait(5)
+            time.sleep(0.5)  # the waiter is polling by now
+
+    holder = threading.Thread(target=hold_then_leave)
+    holder.start()
+    time.sleep(0.2)
+    calls: list[RecordKey] = []
+
+    def work(kk, _lock, _at):
+        calls.append(kk)
+        return record(kk)
+
+    released.set()
+    started = time.monotonic()
+    out = run_once(store, [k], work, wait_s=30)
+    holder.join()
+    assert calls == [k] and out.ran == [k] and out.busy == [] and store.get(k)["status"] == "ok"
+    assert time.monotonic() - started < 10  # taken up when the holder left, not at the deadline
+
+
 def test_the_lock_says_who_runs_what_and_how_far(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")

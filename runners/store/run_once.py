@@ -20,7 +20,8 @@ The failure policy, for every caller:
 
 An exception from ``work`` (a mistake of the whole invocation, say) propagates, leaves no
 record and counts no attempt; so does a process killed mid-run, whose lock goes stale and
-whose run a later pass resumes from its checkpoint. Only failures the run itself reports
+whose run a later pass resumes from its checkpoint. A caller waiting for keys others hold
+takes up, in a new pass, any whose holder is gone without a record. Only failures the run itself reports
 (a failed record: NaN loss, out of memory, an error while profiling) count as attempts.
 """
 
@@ -144,40 +145,45 @@ def run_once(
         elif what == "corrupt":
             out.corrupt.append(key)
     prepared = False
-    for position, key in enumerate(todo, 1):
-        with store.locks.hold(key) as lock:
-            if not lock:
-                out.busy.append(key)
-                continue
-            what, previous = look(key)
-            if what != "run":
-                if previous is not None:
-                    out.records[key] = previous
-                (out.reused if what == "done" else out.exhausted).append(key)
-                continue
-            if not prepared and before_first is not None:
-                before_first(todo[position - 1 :])
-            prepared = True
-            progress = Progress(position, len(todo), todo[position:])
-            record = plain(work(key, lock, progress))
-            got = check_record(record, f"record of {key}")
-            if got != key:
-                raise StoreError(f"work({key}) returned a record for another key ({got})")
-            prior = (
-                0
-                if force or previous is None or previous["status"] == "ok"
-                else (attempts_of(previous))
-            )
-            record["attempts"] = prior + 1
-            if lock.lost:
-                store._report(f"lock of {key} was taken over while running; not written")
-                out.lost.append(key)
-                continue
-            store.put(record, force=True)
-            out.records[key] = record
-            out.ran.append(key)
-    out.busy = _wait_for_busy(store, out, wait_s)
-    return out
+    deadline = time.monotonic() + wait_s
+    while True:
+        for position, key in enumerate(todo, 1):
+            with store.locks.hold(key) as lock:
+                if not lock:
+                    out.busy.append(key)
+                    continue
+                what, previous = look(key)
+                if what != "run":
+                    if previous is not None:
+                        out.records[key] = previous
+                    (out.reused if what == "done" else out.exhausted).append(key)
+                    continue
+                if not prepared and before_first is not None:
+                    before_first(todo[position - 1 :])
+                prepared = True
+                progress = Progress(position, len(todo), todo[position:])
+                record = plain(work(key, lock, progress))
+                got = check_record(record, f"record of {key}")
+                if got != key:
+                    raise StoreError(f"work({key}) returned a record for another key ({got})")
+                prior = (
+                    0
+                    if force or previous is None or previous["status"] == "ok"
+                    else (attempts_of(previous))
+                )
+                record["attempts"] = prior + 1
+                if lock.lost:
+                    store._report(f"lock of {key} was taken over while running; not written")
+                    out.lost.append(key)
+                    continue
+                store.put(record, force=True)
+                out.records[key] = record
+                out.ran.append(key)
+        # keys other processes held: wait for their records; a key whose holder is gone
+        # without one (killed, or stopped to be requeued) is taken up here, in a new pass
+        out.busy, todo = _wait_for_busy(store, out, deadline)
+        if not todo:
+            return out
 
 
 def _written_since(store: Store, key: RecordKey, since: float) -> bool:
@@ -186,26 +192,34 @@ def _written_since(store: Store, key: RecordKey, since: float) -> bool:
     return False
 
 
-def _wait_for_busy(store: Store, out: RunOnceOutcome, wait_s: float) -> list[RecordKey]:
+def _wait_for_busy(
+    store: Store, out: RunOnceOutcome, deadline: float
+) -> tuple[list[RecordKey], list[RecordKey]]:
     """Collect the records of keys other processes held, polling only those keys, until
-    each has one or ``wait_s`` has passed; returns the keys still busy."""
-    busy, deadline = list(out.busy), time.monotonic() + wait_s
+    each has one or ``deadline`` has passed. Returns (keys still busy, keys left with no
+    record and no live holder: orphaned, for the caller to run)."""
+    busy: list[RecordKey] = list(out.busy)
     while busy:
-        still = []
+        still, orphaned = [], []
         for key in busy:
             try:
                 record = store.get(key)
             except StoreError:
                 record = None
+            held = store.held(key)
             if record is not None and record.get("status") == "ok":
                 out.records[key] = record  # final: its holder is only releasing the lock
                 out.reused.append(key)
-            elif record is not None and not store.held(key):
+            elif record is not None and not held:
                 out.records[key] = record  # failed, and nobody is retrying it now
+            elif record is None and not held:
+                orphaned.append(key)
             else:
                 still.append(key)
+        if orphaned:
+            return still, orphaned
         busy = still
         if not busy or time.monotonic() >= deadline:
             break
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-    return busy
+    return busy, []
