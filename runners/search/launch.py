@@ -11,6 +11,7 @@ same command while the workers are queued or running submits nothing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,9 +24,11 @@ from runners.search.study import finished_trials, open_study
 from runners.search.workers import slurm_worker
 
 
-def job_name(study: str) -> str:
-    """All workers of a study share one job name: squeue finds them from any machine."""
-    return f"search-{study}"
+def job_name(cfg: SearchConfig) -> str:
+    """All workers of a study share one job name (the study and a hash of its storage):
+    squeue finds them from any machine."""
+    digest = hashlib.sha1(cfg.storage_url.encode()).hexdigest()[:6]
+    return f"search-{cfg.study}-{digest}"
 
 
 def submit_workers(
@@ -40,7 +43,7 @@ def submit_workers(
     slurm.check_available()
     slurm.check_partition_and_gpus(options)
     cfg = replace(cfg, device="cuda" if options.gpus_per_run else "cpu")
-    name = job_name(cfg.study)
+    name = job_name(cfg)
     alive = slurm.jobs_named(name)
     if alive:
         jobs = ", ".join(sorted({j.job.split("_")[0] for j in alive}))
