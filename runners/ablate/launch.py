@@ -45,6 +45,7 @@ from searchspace.atomic import HOST
 from searchspace.errors import StoreError
 
 CANCEL_WAIT_S = 120.0  # how long --cancel waits for cancelled SLURM jobs to end
+RATE_SAMPLE = 8  # stored runs the time estimate's seconds per multiply-add comes from
 
 
 def to_submit(
@@ -261,29 +262,38 @@ def time_warnings(
     SLURM's warning it checkpoints and requeues, and goes on where it stopped."""
     if options.time_min is None:
         return []
-    from runners.ablate.eta import Eta
+    from runners.ablate.eta import run_cost
 
-    eta = Eta.of(runs)
+    costs: dict[tuple[str, str], float] = {}  # counted once per network and recipe
+
+    def cost(run: PlannedRun) -> float:
+        memo = (run.key.spec_id, run.key.recipe_id)
+        if memo not in costs:
+            costs[memo] = run_cost(run)
+        return costs[memo]
+
     rates, devices = [], set()
-    for run in runs:
+    for run in runs:  # the rate from a few stored runs: each costs a count of its network
+        if len(rates) >= RATE_SAMPLE:
+            break
         record = store.record(run.key)
         seconds = ((record or {}).get("train") or {}).get("seconds")
         if record and record.get("status") == "ok" and isinstance(seconds, (int, float)):
-            rates.append(seconds / eta.costs[run.key])
+            rates.append(seconds / cost(run))
             devices.add(str((record.get("env") or {}).get("device_name") or "?"))
-    if not rates:
+    if not rates:  # nothing counted: a fresh plan costs no time here
         return [
             "time per run: no stored run of this plan to estimate from; a run that outlasts "
             f"--time {slurm.format_minutes(options.time_min)} checkpoints, requeues and goes on"
         ]
     rate = statistics.median(rates)
-    over = [(run, eta.costs[run.key] * rate / 60) for run in todo]
+    over = [(run, cost(run) * rate / 60) for run in todo]
     over = [(run, m) for run, m in over if m > options.time_min]
     head = (
         f"time per run, from {len(rates)} stored runs (trained on {', '.join(sorted(devices))}): "
     )
     if not over:
-        longest = max(eta.costs[r.key] for r in todo) * rate / 60
+        longest = max(cost(r) for r in todo) * rate / 60
         return [head + f"the longest needs about {slurm.format_minutes(longest)}, within --time"]
     lines = [head + f"{len(over)} run(s) will likely outlast --time "
              f"{slurm.format_minutes(options.time_min)} (each then checkpoints, requeues and "
