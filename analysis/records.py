@@ -64,6 +64,7 @@ COLUMNS = (
     "env_torch",
     "env_python",
     "env_device",
+    "env_device_name",
     "env_cpu",
     "env_hostname",
     "started_at",
@@ -196,6 +197,8 @@ def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) ->
         "env_torch": env.get("torch"),
         "env_python": env.get("python"),
         "env_device": env.get("device"),
+        # what trained it: the GPU's name, or the CPU model (env.device_name)
+        "env_device_name": env.get("device_name") or env.get("cpu"),
         "env_cpu": env.get("cpu"),
         "env_hostname": env.get("hostname"),
         "started_at": timings.get("started_at"),

@@ -252,11 +252,19 @@ def build_table(
         # training precision -> ok runs: a table can mix them (amp is bf16 only on CPUs
         # with native bf16 kernels)
         precisions=_precision_counts(pd.concat(matched)) if matched else {},
+        # the device kind each ok run trained on: runs of one table may come from several
+        # nodes of a cluster (--launcher slurm)
+        train_devices=_device_counts(pd.concat(matched)) if matched else {},
         # per row, per-seed mIoU (%) at the end and at half the budget (for the claims)
         seed_values=seed_values,
         n_records=int(sum(len(m) for m in matched)),
     )
     return frame
+
+
+def _device_counts(runs: pd.DataFrame) -> dict[str, int]:
+    ok = runs[runs["status"] == "ok"]
+    return {str(k): int(v) for k, v in ok["env_device_name"].fillna("?").value_counts().items()}
 
 
 def _precision_counts(runs: pd.DataFrame) -> dict[str, int]:
@@ -316,6 +324,14 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
             f"Training precision differs between runs: {counts} (the recipe's amp runs "
             "bf16 only on CPUs with native bf16 kernels, else fp32). Comparisons across "
             f"precisions include any effect of the precision itself.{within}"
+        )
+    devices = a.get("train_devices") or {}
+    if len(devices) > 1:
+        counts = ", ".join(f"{k} in {v}" for k, v in sorted(devices.items()))
+        notes.append(
+            f"Runs were trained on different devices: {counts}. Accuracy may differ between "
+            "device kinds (kernels, precision); compare rows trained on the same kind where "
+            "it matters."
         )
     setups = a.get("latency_setups") or []
     if setups:

@@ -85,3 +85,21 @@ def test_a_table_that_mixes_precisions_says_so() -> None:
     assert mixed_precision_rows(table) == ["bga"]
     note = next(n for n in table_notes(table) if "precision" in n)
     assert "bf16 in 1, fp32 in 2" in note and "Rows with seeds in both: bga." in note
+
+
+def test_a_table_trained_on_several_device_kinds_says_so() -> None:
+    """Runs of one table may come from several nodes of a cluster (``--launcher slurm``)."""
+
+    def rec(row: str, seed: int, device: str) -> dict:
+        r = _record("2", row, seed, 0.3)
+        r["env"] = {**r.get("env", {}), "device": "cuda:0", "device_name": device}
+        return r
+
+    one = [rec("bga", 0, "NVIDIA A100"), rec("sum", 0, "NVIDIA A100")]
+    table = build_table("2", records_to_frame(one), "smoke")
+    assert table.attrs["train_devices"] == {"NVIDIA A100": 2}
+    assert not any("different devices" in n for n in table_notes(table))
+    two = [*one, rec("bga", 1, "NVIDIA V100")]
+    table = build_table("2", records_to_frame(two), "smoke")
+    note = next(n for n in table_notes(table) if "different devices" in n)
+    assert "NVIDIA A100 in 2, NVIDIA V100 in 1" in note
