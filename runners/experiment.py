@@ -41,7 +41,8 @@ from runners.store import (
 )
 from runners.store.locks import RunLock
 from runners.store.run_once import Progress
-from runners.train.loop import CHECKPOINT_EVERY_S, train
+from runners.train.interrupt import CHECKPOINT_EVERY_S
+from runners.train.loop import train
 from searchspace.atomic import HOST
 from searchspace.errors import SpecError, ToolkitError, UsageError, one_line
 from searchspace.records import RecordKey

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -295,3 +296,49 @@ def test_time_warning_names_runs_likely_to_outlast_time(
     assert "from 1 stored runs (trained on Xeon)" in lines[0]
     assert "1 run(s) will likely outlast --time 00:30:00" in lines[0]
     assert "about 00:40:00" in lines[1]
+
+
+# --- search workers ----------------------------------------------------------------------
+
+
+def search(capsys, *argv: str) -> tuple[int, str, str]:
+    from runners.search.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, list(argv))
+    out = capsys.readouterr()
+    return int(done.value.code or 0), out.out, out.err
+
+
+def test_search_sqlite_with_slurm_is_refused_in_one_line(
+    stubs: Path, tmp_path: Path, capsys
+) -> None:
+    res = tmp_path / "res"
+    for storage in ([], ["--storage", f"sqlite:///{tmp_path / 's.db'}"]):
+        code, _, err = search(capsys, "--study", "s", "--results-dir", str(res), *storage,
+                              "--launcher", "slurm", "--workers", "2")  # fmt: skip
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--launcher slurm cannot use" in err and "SQLite" in err
+    assert not calls(stubs) and not res.exists() and not (tmp_path / "s.db").exists()
+
+
+def test_search_workers_are_one_array_and_not_submitted_twice(
+    stubs: Path, tiny_data: str, tmp_path: Path, capsys
+) -> None:
+    res, journal = tmp_path / "res", tmp_path / "s.journal"
+    argv = ["--study", "s", "--storage", f"journal:{journal}", "--trials", "6",
+            "--recipe", TINY, "--data", tiny_data, "--results-dir", str(res),
+            "--launcher", "slurm", "--workers", "3", "--cpus-per-run", "2"]  # fmt: skip
+    code, out, err = search(capsys, *argv)
+    assert code == 0, err
+    assert len(calls(stubs, "sbatch")) == 1
+    script = (stubs / "sbatch_100.sh").read_text()
+    assert "#SBATCH --array=0-2%3" in script and "#SBATCH --cpus-per-task=2" in script
+    name = re.search(r"#SBATCH --job-name=(\S+)", script).group(1)
+    assert name.startswith("search-s-") and "3 workers of study s" in out
+    assert journal.exists()  # the study was made here, once, before any worker starts
+    (stubs / "squeue.txt").write_text("100_0|RUNNING|None|vm\n100_1|PENDING|Priority|\n")
+    code, out, _ = search(capsys, *argv)
+    assert code == 0 and "nothing submitted" in out and len(calls(stubs, "sbatch")) == 1
+    squeue = calls(stubs, "squeue")[-1]
+    assert squeue[squeue.index("-n") + 1] == name

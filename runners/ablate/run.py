@@ -22,7 +22,7 @@ from runners.experiment import (
 from runners.runs import PlannedRun, ProfileSettings
 from runners.store import DEFAULT_MAX_ATTEMPTS, Store
 from runners.store.run_once import Progress, decide
-from runners.train.loop import CHECKPOINT_EVERY_S
+from runners.train.interrupt import CHECKPOINT_EVERY_S
 from searchspace.errors import StoreError
 from searchspace.records import RecordKey
 

@@ -27,7 +27,7 @@ from runners.data.source import DataSource
 from runners.launch.ledger import launches_dir
 from runners.runs import PlannedRun, ProfileSettings
 from runners.store.store import STALE_AFTER_S
-from runners.train.loop import CHECKPOINT_EVERY_S
+from runners.train.interrupt import CHECKPOINT_EVERY_S
 
 LAUNCH_ID_ENV = "BISENET_LAUNCH_ID"
 LAUNCH_TASK_ENV = "BISENET_LAUNCH_TASK"

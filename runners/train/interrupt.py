@@ -6,7 +6,7 @@ between any two bytecodes, in the middle of a checkpoint write or a lock update,
 handlers here only note the signal. The training loop looks after every step, saves its
 checkpoint and raises ``StopRequested``; the run-once path then releases the run's lock
 without a record (no attempt counted), and the task decides whether to requeue itself.
-Signals are process-wide, so the request is too.
+Signals are process-wide, so the request is too. Torch-free: launchers read it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from collections.abc import Iterable
 from types import FrameType
 
 _requested: str | None = None
+
+# Besides every ``checkpoint_every`` iterations, training checkpoints at least this often:
+# what a SIGKILL (a dead node, a scheduler out of patience) can lose, whatever an
+# iteration costs.
+CHECKPOINT_EVERY_S = 600.0
 
 
 class StopRequested(Exception):

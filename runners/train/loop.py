@@ -39,6 +39,7 @@ from runners.train import distributed as dist_utils
 from runners.train import interrupt
 from runners.train.budget import iterations_for
 from runners.train.data import make_train_loader
+from runners.train.interrupt import CHECKPOINT_EVERY_S
 from runners.train.losses import segmentation_loss
 from runners.train.optim import lr_at, make_optimizer, set_lr
 from searchspace.atomic import write_json
@@ -47,9 +48,6 @@ from searchspace.recipes import Recipe
 
 RESULT_NAME = "train_result.json"
 LOG_EVERY = 10  # iterations per history record (and the window of ``final_loss``)
-# besides every ``checkpoint_every`` iterations, a checkpoint at least this often: what a
-# SIGKILL (a dead node, a scheduler out of patience) can lose, whatever an iteration costs
-CHECKPOINT_EVERY_S = 600.0
 
 OnEval = Callable[[int, float], None]
 
