@@ -137,10 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_status(runs, args)
     if args.cancel:
         return _cancel(runs, args.results_dir)
-    from runners.device import resolve_device
+    if args.slurm is not None:  # devices and CPUs are the nodes': resolved in each task
+        args.device = "cuda" if args.slurm.gpus_per_run else "cpu"
+        if args.workers is not None and args.workers < 0:
+            raise UsageError(f"--workers {args.workers}: must be >= 0")
+    else:
+        from runners.device import resolve_device
 
-    resolve_device(args.device)
-    args.workers = resolve_workers(args.workers, args.device)
+        resolve_device(args.device)
+        args.workers = resolve_workers(args.workers, args.device)
     settings = ProfileSettings(
         latency=not args.no_latency, repeats=args.latency_repeats, threads=args.threads
     )

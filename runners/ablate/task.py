@@ -46,7 +46,7 @@ class AblateTask:
     cpus: tuple[int, ...]  # () : every CPU this process may use
     settings: ProfileSettings
     max_attempts: int
-    workers: int = 0
+    workers: int | None = 0  # None: the default for the device, on the node that runs it
     scheduler: str = "local"  # "slurm": one run per task, signals, takeover; no latency
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
 
@@ -65,6 +65,9 @@ def run_task(task: AblateTask) -> dict[str, Any]:
         everything, threads = _threads_from_slurm()
     else:
         everything, threads = _pin(task.cpus)
+    from runners.cpus import default_workers
+
+    workers = task.workers if task.workers is not None else default_workers(task.device)
     store = Store(task.results_dir)
     where = f"CPUs {list(task.cpus)}" if task.cpus else f"{threads} torch thread(s)"
     print(f"task {task.index} of {task.launch_id}: {task.device}, {where}", flush=True)
@@ -73,7 +76,7 @@ def run_task(task: AblateTask) -> dict[str, Any]:
         return run_ablation(
             list(task.runs), task.data, store, device=task.device,
             settings=replace(task.settings, latency=False), progress=False,
-            workers=task.workers, on_progress=lambda m: print(m, flush=True),
+            workers=workers, on_progress=lambda m: print(m, flush=True),
             max_attempts=task.max_attempts, wait_for_others_s=wait_s,
             checkpoint_every_s=task.checkpoint_every_s,
         )  # fmt: skip
@@ -82,13 +85,11 @@ def run_task(task: AblateTask) -> dict[str, Any]:
         outcome = one_pass(0.0)
         if slurm and outcome.busy:
             # held by another process: wait for its record; if its holder died (a node
-            # lost without a signal), the heartbeat goes stale and the next pass takes over
+            # lost without a signal), its heartbeat goes stale and this task takes it over
             print(
                 f"{len(outcome.busy)} run(s) held elsewhere: waiting (stale after {STALE_AFTER_S:.0f} s)"
             )
             outcome = one_pass(STALE_AFTER_S + 30)
-            if outcome.busy:
-                outcome = one_pass(0.0)
     except interrupt.StopRequested as stop:
         return _stopped(stop)
     timed = 0
