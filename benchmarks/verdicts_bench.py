@@ -14,9 +14,15 @@ above assumes nearly all of it is shared, as the 2-seed pilot suggested; over Ta
 and 3a of results/v2-synth the measured ICC is 0.24, where that table says pairing
 only pays for rows with the same seeds, and not on a common subset.
 
-Last, claims made of several comparisons (argmax, monotone): their false-verdict rate with
+Then claims made of several comparisons (argmax, monotone): their false-verdict rate with
 each comparison at 95%, and with the Bonferroni level the claims use on the "any of k"
 route.
+
+Last, optional stopping (``--studies``, default 20,000 per setting): a reviewer who starts
+at 2 or 3 seeds per row, looks, and adds one seed per row per look until the verdict is
+not inconclusive (up to 30 seeds), with no true difference: the false-verdict rate of the
+fixed-n rule read at every look against the sequential rule (``sequential=True``); then
+the power of both by 10 seeds at a true difference of 2 row sds, looks from 3.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.stats import Spread, diff_intervals, seeds_needed
+from analysis.stats import Spread, diff_intervals, running_sequence, seeds_needed
 
 
 def decided(a: np.ndarray, b: np.ndarray, spread: Spread | None = None) -> np.ndarray:
@@ -48,6 +54,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--draws", type=int, default=100_000)
     p.add_argument("--sd", type=float, default=0.5)
+    p.add_argument("--studies", type=int, default=20_000, help="per optional-stopping setting")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     sd, draws = args.sd, args.draws
@@ -97,6 +104,52 @@ def main() -> None:
     pairing_table(rng, draws)
     print()
     family_table(rng, draws)
+    print()
+    stopping_table(rng, args.studies)
+
+
+def reviewer(
+    rng: np.random.Generator, true_diff: float, sd: float, start: int, stop: int, studies: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(decided by the fixed-n rule at some look, decided by the sequential rule) per study,
+    and the same for a correct verdict, for a reviewer adding one seed per row per look."""
+    a = rng.normal(60 + true_diff, sd, (studies, stop))
+    b = rng.normal(60, sd, (studies, stop))
+    looks = np.arange(1, stop + 1) >= start
+    lo_s, hi_s = running_sequence(a - b)
+    lo_f = np.full((studies, stop), -np.inf)
+    hi_f = np.full((studies, stop), np.inf)
+    for n in range(2, stop + 1):
+        _, lo_f[:, n - 1], hi_f[:, n - 1], _, _ = diff_intervals(a[:, :n], b[:, :n], paired=True)
+    out = []
+    for lo, hi in ((lo_f, hi_f), (lo_s, hi_s)):
+        up, down = (lo > 0) & looks, (hi < 0) & looks
+        any_ = (up | down).any(1)
+        first = np.where(any_, (up | down).argmax(1), 0)
+        out.append((any_, any_ & up[np.arange(studies), first]))
+    return out[0], out[1]
+
+
+def stopping_table(rng: np.random.Generator, studies: int) -> None:
+    """The reviewer loop: look, add a seed to both rows, look again."""
+    print("optional stopping: looks after every seed from the start, up to 30 per row, no true")
+    print(f"difference, {studies} studies per setting; rows independent, compared seed by seed")
+    print()
+    print(" start | row sd | false: fixed-n rule | sequential rule")
+    print("-------|--------|--------------------|----------------")
+    for start in (2, 3):
+        for sd in (0.2, 0.5, 1.0, 2.0):
+            (fixed, _), (seq, _) = reviewer(rng, 0.0, sd, start, 30, studies)
+            print(
+                f" {start:5d} | {sd:6.1f} | {100 * fixed.mean():17.2f}% | {100 * seq.mean():13.2f}%"
+            )
+    (_, fixed_ok), (_, seq_ok) = reviewer(rng, 2 * 0.5, 0.5, 3, 10, studies)
+    print()
+    print(
+        "power, one comparison, true difference 2 row sds, looks from 3 seeds: a correct "
+        f"verdict by 10 seeds per row in {100 * seq_ok.mean():.1f}% (sequential) and "
+        f"{100 * fixed_ok.mean():.1f}% (fixed-n rule, invalid in this loop)"
+    )
 
 
 def pairing_table(rng: np.random.Generator, draws: int) -> None:
