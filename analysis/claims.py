@@ -89,6 +89,7 @@ Kind = Literal[
 ]
 Outcome = Literal["supported", "contradicted", "inconclusive", "not run"]
 COST_KINDS = ("same_cost", "cheaper", "cost_monotone")
+UNPAIRED_SEQUENTIAL = "confidence sequence: needs rows with the same seeds (--settle pairs them)"
 
 
 @dataclass(frozen=True)
@@ -353,12 +354,29 @@ class RowStats:
         return f"{self.row} {self.mean:.2f} (n={self.n})"
 
 
-def _compare(
-    a: RowStats, b: RowStats, spread: Spread | None
-) -> tuple[RowStats, RowStats, Comparison]:
+def _cmp(
+    a: RowStats, b: RowStats, spread: Spread | None, sequential: bool, alpha: float = ALPHA
+) -> Comparison:
     """``stats.compare`` of two rows: paired when both have the same seeds, else Welch on
-    all seeds of each (pairing on a common subset would drop seeds; see ``analysis.stats``)."""
-    return a, b, compare(a.values, b.values, spread=spread, paired=a.pairs_with(b))
+    all seeds of each (pairing on a common subset would drop seeds; see ``analysis.stats``).
+    ``sequential``: the anytime-valid rule, defined only on rows with the same seeds; rows
+    without them are left inconclusive, with no seed count (``--settle`` pairs them)."""
+    if not sequential:
+        return compare(a.values, b.values, spread=spread, alpha=alpha, paired=a.pairs_with(b))
+    if a.pairs_with(b):
+        return compare(a.values, b.values, alpha=alpha, sequential=True)
+    mean_a, mean_b = a.mean or 0.0, b.mean or 0.0
+    return Comparison(
+        diff=mean_a - mean_b, ci=(-math.inf, math.inf), verdict="inconclusive",
+        seeds_needed=None, n_a=a.n, n_b=b.n, sd=None, df=None,
+        method=UNPAIRED_SEQUENTIAL, level=1 - alpha,
+    )  # fmt: skip
+
+
+def _compare(
+    a: RowStats, b: RowStats, spread: Spread | None, sequential: bool = False
+) -> tuple[RowStats, RowStats, Comparison]:
+    return a, b, _cmp(a, b, spread, sequential)
 
 
 @dataclass(frozen=True)
@@ -380,6 +398,11 @@ class Verdict:
     paper_detail: str
     seeds_needed: int | None = None
     half_outcome: Outcome | None = None  # None: the records have no learning curve
+    # the same claim by the sequential rule (valid after seeds were added on looking);
+    # None for cost claims, which no seed count changes
+    sequential_outcome: Outcome | None = None
+    sequential_detail: str = ""
+    sequential_seeds_needed: int | None = None
 
     @property
     def budget_sufficient(self) -> bool | None:
@@ -406,6 +429,8 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
     how = ", paired by seed" if c.paired else ""
     # an equivalence test is one-sided at 5%: a 90% interval
     text = f"{a.describe()} {rel} {b.describe()}: {c.diff:+.2f}, {c.level:.0%} CI {ci}{how}"
+    if c.method == UNPAIRED_SEQUENTIAL:
+        return text + " (the sequential rule needs the same seeds: --settle pairs them)"
     if a.counts and b.counts:
         try:
             _, (blo, bhi) = image_bootstrap(a.counts, b.counts, level=c.level, paired=c.paired)
@@ -423,7 +448,9 @@ def _needed(comparisons: Sequence[Comparison]) -> int | None:
 
 
 def _any_of(
-    judged: Sequence[tuple[RowStats, RowStats, Comparison]], spread: Spread | None
+    judged: Sequence[tuple[RowStats, RowStats, Comparison]],
+    spread: Spread | None,
+    sequential: bool = False,
 ) -> tuple[list[Comparison], list[str]]:
     """Comparisons whose "b_better" would contradict a claim if *any* of them says so,
     with texts: with k > 1 of them such a verdict stands only if it holds at level
@@ -436,8 +463,7 @@ def _any_of(
     for x, o, c in judged:
         note = ""
         if k > 1 and c.verdict == "b_better":
-            strict = compare(x.values, o.values, spread=spread, alpha=ALPHA / k,
-                             paired=x.pairs_with(o))  # fmt: skip
+            strict = _cmp(x, o, spread, sequential, alpha=ALPHA / k)
             lo, hi = strict.ci
             note = (
                 f"; {100 * (1 - ALPHA / k):g}% CI [{lo:+.2f}, {hi:+.2f}] for {k}"
@@ -452,9 +478,10 @@ def _any_of(
 
 
 def _beats(
-    a: RowStats, others: Sequence[RowStats], spread: Spread | None
+    a: RowStats, others: Sequence[RowStats], spread: Spread | None, sequential: bool = False
 ) -> tuple[Outcome, str, list[Comparison]]:
-    comps, texts = _any_of([_compare(a, o, spread) for o in others], spread)
+    judged = [_compare(a, o, spread, sequential) for o in others]
+    comps, texts = _any_of(judged, spread, sequential)
     if any(c.verdict == "b_better" for c in comps):
         outcome: Outcome = "contradicted"
     elif all(c.verdict == "a_better" for c in comps):
@@ -473,12 +500,17 @@ def _cost(s: RowStats, paper: bool) -> str:
 
 
 def judge(
-    claim: Claim, stats: Sequence[RowStats], paper: bool = False, spread: Spread | None = None
+    claim: Claim,
+    stats: Sequence[RowStats],
+    paper: bool = False,
+    spread: Spread | None = None,
+    sequential: bool = False,
 ) -> Judgement:
     """The outcome of ``claim`` given its rows' stats (in ``claim.rows`` order).
 
     ``spread``: the run-to-run spread single-seed rows borrow (the table's pooled one, or
-    the paper's assumed one)."""
+    the paper's assumed one). ``sequential``: every comparison by the anytime-valid rule
+    (``analysis.stats``), valid however often seeds were added after looking."""
     a, others = stats[0], list(stats[1:])
     if claim.kind in COST_KINDS or claim.kind in ("no_worse_cheaper", "free_accuracy"):
         missing = [s.row for s in stats if s.cost is None]
@@ -504,11 +536,15 @@ def judge(
         return Judgement("supported" if ok else "contradicted", costs)
 
     if claim.kind in ("beats", "argmax"):
-        outcome, text, comps = _beats(a, others, spread)
+        outcome, text, comps = _beats(a, others, spread, sequential)
         return Judgement(outcome, text, _needed(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
-        c = no_worse(a.values, b.values, claim.margin, spread=spread, paired=a.pairs_with(b))
+        if sequential and not a.pairs_with(b):
+            c = _cmp(a, b, spread, sequential)
+        else:
+            c = no_worse(a.values, b.values, claim.margin, spread=spread,
+                         paired=a.pairs_with(b), sequential=sequential)  # fmt: skip
         text = _text(a, b, c) + f" (against a {claim.margin:g}-point margin)"
         if not a.cost < b.cost:  # type: ignore[operator]
             return Judgement("contradicted", f"not cheaper: {costs}; {text}")
@@ -521,11 +557,12 @@ def judge(
         same_params = a.params is None or b.params is None or a.params == b.params
         if a.cost != b.cost or not same_params:
             return Judgement("contradicted", f"inference cost differs: {costs}")
-        outcome, text, comps = _beats(a, [b], spread)
+        outcome, text, comps = _beats(a, [b], spread, sequential)
         return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
     if claim.kind == "monotone":
-        steps = [_compare(q, p, spread) for p, q in pairwise(stats)]
-        comps, texts = _any_of([*steps, _compare(stats[-1], a, spread)], spread)
+        steps = [_compare(q, p, spread, sequential) for p, q in pairwise(stats)]
+        last = _compare(stats[-1], a, spread, sequential)
+        comps, texts = _any_of([*steps, last], spread, sequential)
         last, text = comps[-1], f"last vs first: {texts[-1]}"
         down = [t for c, t in zip(comps[:-1], texts[:-1]) if c.verdict == "b_better"]
         if down:
@@ -611,6 +648,7 @@ def evaluate_claims(
                 claim, halves, spread=pooled_spread(m.at_half() for m in measured.values())
             )
         on_paper = judge(claim, [from_paper[r] for r in claim.rows], True, PAPER_SPREAD)
+        seq = None if claim.kind in COST_KINDS else judge(claim, stats, sequential=True)
         verdicts.append(
             Verdict(
                 claim,
@@ -620,6 +658,9 @@ def evaluate_claims(
                 on_paper.detail,
                 seeds_needed=final.seeds_needed,
                 half_outcome=half.outcome if half is not None else None,
+                sequential_outcome=seq.outcome if seq is not None else None,
+                sequential_detail=seq.detail if seq is not None else "",
+                sequential_seeds_needed=seq.seeds_needed if seq is not None else None,
             )
         )
     return verdicts
@@ -641,6 +682,8 @@ def verdicts_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
             "seeds_needed": v.seeds_needed,
             "half_outcome": v.half_outcome,
             "budget_sufficient": v.budget_sufficient,
+            "sequential_outcome": v.sequential_outcome,
+            "sequential_seeds_needed": v.sequential_seeds_needed,
         }
         for v in verdicts
     ]
@@ -657,5 +700,7 @@ def verdicts_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
         "seeds_needed",
         "half_outcome",
         "budget_sufficient",
+        "sequential_outcome",
+        "sequential_seeds_needed",
     ]
     return pd.DataFrame(rows, columns=columns)

@@ -207,6 +207,36 @@ def test_a_contradiction_among_several_needs_the_bonferroni_level() -> None:
     assert judge(claim, [bga, further, low]).outcome == "contradicted"
 
 
+def test_claims_by_the_sequential_rule_need_the_same_seeds_and_stay_calibrated() -> None:
+    """The sequential judgement of a claim: with rows on the same seeds, calibrated in the
+    reviewer loop (seeds added after each look, 4 to 12 per row, no true difference);
+    a clear difference on 6 shared seeds is supported; rows with other seed lists stay
+    inconclusive and say what would pair them."""
+    claim = next(c for c in CLAIMS if c.id == "t2_bga_beats_concat_sum")
+    rng = np.random.default_rng(3)
+    draws, decided = 400, 0
+    for _ in range(draws):
+        values = rng.normal(30.0, 1.0, (len(claim.rows), 12))
+        for n in range(4, 13):  # looks after each added seed
+            rows = [RowStats(r, tuple(v[:n]), 1, seeds=tuple(range(n)))
+                    for r, v in zip(claim.rows, values)]  # fmt: skip
+            if judge(claim, rows, sequential=True).outcome != "inconclusive":
+                decided += 1
+                break
+    assert decided / draws <= 0.05 + 3 * (0.05 * 0.95 / draws) ** 0.5
+    seeds = tuple(range(6))
+    bga = RowStats("bga", (50.0, 50.4, 49.6, 50.2, 49.9, 50.1), 1, seeds=seeds)
+    concat = RowStats("concat", (47.0, 47.5, 46.4, 47.1, 46.8, 47.3), 1, seeds=seeds)
+    low = RowStats("sum", (45.0, 45.5, 44.4, 45.1, 44.8, 45.3), 1, seeds=seeds)
+    got = judge(claim, [bga, concat, low], sequential=True)
+    assert got.outcome == "supported", got.detail
+    short = RowStats("concat", concat.values[:5], 1, seeds=seeds[:5])
+    got = judge(claim, [bga, short, low], sequential=True)
+    assert got.outcome == "inconclusive" and got.seeds_needed is None
+    assert "needs the same seeds: --settle pairs them" in got.detail
+    assert judge(claim, [bga, short, low]).outcome == "supported"  # fixed-n: Welch is fine
+
+
 def test_a_trend_that_falls_in_small_steps_contradicts_monotone() -> None:
     """No step of the five rows goes down at the Bonferroni level, but the last row is
     clearly below the first: "wider is more accurate" is contradicted, by the last-vs-first
