@@ -56,6 +56,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+# the claims are data (the table files); the catalogue builds them
+from analysis.catalogue import CLAIMS, Claim
 from analysis.stats import (
     ALPHA,
     Comparison,
@@ -90,234 +92,6 @@ Kind = Literal[
 Outcome = Literal["supported", "contradicted", "inconclusive", "not run"]
 COST_KINDS = ("same_cost", "cheaper", "cost_monotone")
 UNPAIRED_SEQUENTIAL = "confidence sequence: needs rows with the same seeds (--settle pairs them)"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of the paper: what it says, where, and which rows decide it."""
-
-    id: str
-    text: str
-    table: str
-    kind: Kind
-    rows: tuple[str, ...]
-    field: str | None = None  # the spec field a ``monotone`` claim orders its rows by
-    source: str = ""
-    margin: float = DEFAULT_MARGIN_PTS  # for no_worse_cheaper: "no worse" within this
-
-    def __post_init__(self) -> None:
-        known = {r.row for r in get_table(self.table).rows}
-        unknown = [r for r in self.rows if r not in known]
-        if unknown or len(self.rows) < 2:
-            raise ValueError(f"claim {self.id}: rows {unknown or self.rows} of table {self.table}")
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        "t2_bga_beats_concat_sum",
-        "Bilateral Guided Aggregation is more accurate than concatenation and summation",
-        "2",
-        "beats",
-        ("bga", "concat", "sum"),
-        source="Table 2; Sec. 4.1 (aggregation methods)",
-    ),
-    Claim(
-        "t2_two_branches_beat_one",
-        "The two-pathway model (fused by BGA) beats either branch alone",
-        "2",
-        "beats",
-        ("bga", "detail_only", "semantic_only"),
-        source="Table 2; Sec. 4.1 (individual pathways)",
-    ),
-    Claim(
-        "t3a_lambda_quarter",
-        "lambda = 1/4 keeps the accuracy of lambda = 1/2 at a lower cost",
-        "3a",
-        "no_worse_cheaper",
-        ("lambda_1_4", "lambda_1_2"),
-        source="Table 3a; Sec. 4.1 (channel capacity of the semantic branch)",
-    ),
-    Claim(
-        "t3b_context_embedding",
-        "The context embedding block adds accuracy",
-        "3b",
-        "beats",
-        ("full", "no_context"),
-        source="Table 3b; Sec. 4.1 (context embedding)",
-    ),
-    Claim(
-        "t3b_two_dw_beat_5x5",
-        "Two 3x3 depthwise convs at stride 2 are more accurate than one 5x5",
-        "3b",
-        "beats",
-        ("full", "dw5x5"),
-        source="Table 3b; Sec. 4.1 (GE layer design)",
-    ),
-    Claim(
-        "t3b_gather_3x3",
-        "The GE layer's 3x3 gather conv is more accurate than a 1x1 conv",
-        "3b",
-        "beats",
-        ("full", "gather_1x1"),
-        source="Table 3b; Sec. 4.1 (GE layer design)",
-    ),
-    Claim(
-        "t3a_too_narrow_hurts",
-        "lambda = 1/4 is more accurate than a semantic branch 4 times narrower (1/16)",
-        "3a",
-        "beats",
-        ("lambda_1_4", "lambda_1_16"),
-        source="Table 3a",
-    ),
-    Claim(
-        "t3c_expansion_6_best",
-        "Expansion ratio 6 is the most accurate choice",
-        "3c",
-        "argmax",
-        ("eps_6", "eps_1", "eps_2", "eps_4", "eps_8"),
-        source="Table 3c; Sec. 4.1 (expansion ratio)",
-    ),
-    Claim(
-        "t2_booster_free_accuracy",
-        "The booster heads add accuracy at no inference cost",
-        "2",
-        "free_accuracy",
-        ("bga_booster", "bga"),
-        source="Table 2; Sec. 3.5 (booster training strategy)",
-    ),
-    Claim(
-        "t4_booster_free_accuracy",
-        "The chosen booster positions add accuracy at no inference cost",
-        "4",
-        "free_accuracy",
-        ("s2_s3_s4_s5_4", "none"),
-        source="Table 4",
-    ),
-    Claim(
-        "t4_chosen_positions_best",
-        "The chosen booster positions (stem, S3, S4, S5_4) are the most accurate set",
-        "4",
-        "argmax",
-        (
-            "s2_s3_s4_s5_4",
-            "s2_s3_s4_s5_4_s5_5",
-            "s2_s3_s4",
-            "s3_s4_s5_4_s5_5",
-            "s4_s5_4_s5_5",
-            "s5_4_s5_5",
-        ),
-        source="Table 4; Sec. 4.1 (booster training strategy)",
-    ),
-    Claim(
-        "t4_ohem",
-        "OHEM adds accuracy on top of the chosen booster heads",
-        "4",
-        "beats",
-        ("s2_s3_s4_s5_4_ohem", "s2_s3_s4_s5_4"),
-        source="Table 4",
-    ),
-    Claim(
-        "t2_ohem",
-        "OHEM adds accuracy on top of the booster",
-        "2",
-        "beats",
-        ("bga_booster_ohem", "bga_booster"),
-        source="Table 2",
-    ),
-    Claim(
-        "t5a_wider",
-        "A wider model (width multiplier alpha) is more accurate",
-        "5a",
-        "monotone",
-        ("alpha_1_0", "alpha_1_25", "alpha_1_5", "alpha_1_75", "alpha_2_0"),
-        field="width_mult",
-        source="Table 5a; Sec. 4.2 (generalisation to large models)",
-    ),
-    Claim(
-        "t5b_deeper",
-        "A deeper model (depth multiplier d) is more accurate",
-        "5b",
-        "monotone",
-        ("d_1", "d_2", "d_3", "d_4"),
-        field="depth_mult",
-        source="Table 5b; Sec. 4.2",
-    ),
-    Claim(
-        "t6_large_beats_small",
-        "BiSeNetV2-L is more accurate than BiSeNetV2",
-        "6",
-        "beats",
-        ("ours_large", "ours_small"),
-        source="Table 6",
-    ),
-    Claim(
-        "c2_booster_zero_inference_macs",
-        "Booster heads add no inference MACs or parameters",
-        "2",
-        "same_cost",
-        ("bga_booster", "bga"),
-        source="Table 2 (same GFLOPs); Sec. 3.5",
-    ),
-    Claim(
-        "c4_booster_positions_zero_inference_macs",
-        "No booster position changes the inference MACs or parameters",
-        "4",
-        "same_cost",
-        (
-            "none",
-            "s2_s3_s4_s5_4_s5_5",
-            "s2_s3_s4_s5_4",
-            "s2_s3_s4",
-            "s3_s4_s5_4_s5_5",
-            "s4_s5_4_s5_5",
-            "s5_4_s5_5",
-        ),
-        source="Table 4 (same GFLOPs)",
-    ),
-    Claim(
-        "c3a_lambda_quarter_cheaper",
-        "lambda = 1/4 costs fewer MACs than lambda = 1/2",
-        "3a",
-        "cheaper",
-        ("lambda_1_4", "lambda_1_2"),
-        source="Table 3a",
-    ),
-    Claim(
-        "c2_bga_cheaper_than_concat",
-        "BGA costs fewer MACs than concatenation",
-        "2",
-        "cheaper",
-        ("bga", "concat"),
-        source="Table 2",
-    ),
-    Claim(
-        "c5a_width_cost_grows",
-        "The cost grows with the width multiplier",
-        "5a",
-        "cost_monotone",
-        ("alpha_1_0", "alpha_1_25", "alpha_1_5", "alpha_1_75", "alpha_2_0"),
-        field="width_mult",
-        source="Table 5a",
-    ),
-    Claim(
-        "c5b_depth_cost_grows",
-        "The cost grows with the depth multiplier",
-        "5b",
-        "cost_monotone",
-        ("d_1", "d_2", "d_3", "d_4"),
-        field="depth_mult",
-        source="Table 5b",
-    ),
-    Claim(
-        "c3c_expansion_cost_grows",
-        "The cost grows with the expansion ratio",
-        "3c",
-        "cost_monotone",
-        ("eps_1", "eps_2", "eps_4", "eps_6", "eps_8"),
-        field="semantic.exp_ratio",
-        source="Table 3c",
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -384,6 +158,7 @@ class Judgement:
     outcome: Outcome
     detail: str  # the numbers behind the outcome, as text
     seeds_needed: int | None = None  # per row, to settle the open comparisons
+    intervals: tuple[tuple[float, float], ...] = ()  # of the open comparisons
 
 
 @dataclass(frozen=True)
@@ -403,6 +178,7 @@ class Verdict:
     sequential_outcome: Outcome | None = None
     sequential_detail: str = ""
     sequential_seeds_needed: int | None = None
+    sequential_intervals: tuple[tuple[float, float], ...] = ()  # its open comparisons'
 
     @property
     def budget_sufficient(self) -> bool | None:
@@ -438,6 +214,10 @@ def _text(a: RowStats, b: RowStats, c: Comparison) -> str:
         except StatsError:
             pass  # scored on other val images: no paired bootstrap
     return text
+
+
+def _open(comparisons: Sequence[Comparison]) -> tuple[tuple[float, float], ...]:
+    return tuple(c.ci for c in comparisons if not c.decided)
 
 
 def _needed(comparisons: Sequence[Comparison]) -> int | None:
@@ -537,7 +317,7 @@ def judge(
 
     if claim.kind in ("beats", "argmax"):
         outcome, text, comps = _beats(a, others, spread, sequential)
-        return Judgement(outcome, text, _needed(comps))
+        return Judgement(outcome, text, _needed(comps), _open(comps))
     if claim.kind == "no_worse_cheaper":
         b = others[0]
         if sequential and not a.pairs_with(b):
@@ -551,14 +331,14 @@ def judge(
         outcome: Outcome = {"no_worse": "supported", "worse": "contradicted"}.get(
             c.verdict, "inconclusive"
         )  # type: ignore[assignment]
-        return Judgement(outcome, f"{text}; {costs}", _needed([c]))
+        return Judgement(outcome, f"{text}; {costs}", _needed([c]), _open([c]))
     if claim.kind == "free_accuracy":
         b = others[0]
         same_params = a.params is None or b.params is None or a.params == b.params
         if a.cost != b.cost or not same_params:
             return Judgement("contradicted", f"inference cost differs: {costs}")
         outcome, text, comps = _beats(a, [b], spread, sequential)
-        return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps))
+        return Judgement(outcome, f"{text}; same cost: {costs}", _needed(comps), _open(comps))
     if claim.kind == "monotone":
         steps = [_compare(q, p, spread, sequential) for p, q in pairwise(stats)]
         last = _compare(stats[-1], a, spread, sequential)
@@ -571,7 +351,7 @@ def judge(
             return Judgement("contradicted", text)
         if last.verdict == "a_better":
             return Judgement("supported", text)
-        return Judgement("inconclusive", text, _needed([last]))
+        return Judgement("inconclusive", text, _needed([last]), _open([last]))
     raise ValueError(f"unknown claim kind {claim.kind!r}")
 
 
@@ -661,6 +441,7 @@ def evaluate_claims(
                 sequential_outcome=seq.outcome if seq is not None else None,
                 sequential_detail=seq.detail if seq is not None else "",
                 sequential_seeds_needed=seq.seeds_needed if seq is not None else None,
+                sequential_intervals=seq.intervals if seq is not None else (),
             )
         )
     return verdicts
