@@ -431,6 +431,9 @@ def test_report_on_the_fixture(fixture_recipe, tmp_path: Path):
     assert "## Claims" in text and "**supported**" in text and "**inconclusive**" in text
     assert "assumed" in text and "Seeds needed" in text
     assert "## Environment of the measurements" in text and "AMD EPYC (hand-made fixture)" in text
+    # both rules, said which is which, and the open claims with what settling them costs
+    assert "Measured (fixed n)" in text and "| Sequential |" in text and "Two rules" in text
+    assert "Open claims, cheapest to settle first" in text or "No accuracy claim is left" in text
 
 
 def test_report_cli_and_no_torch(tmp_path: Path, fixture_recipe):
