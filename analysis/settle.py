@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.claims import Verdict
+from analysis.claims import Claim, Verdict
 from analysis.stats import MAX_SEEDS
 from analysis.tables import as_recipe, build_table
 from searchspace.recipes import Recipe
@@ -83,7 +83,7 @@ class SettleCost:
             if self.devices:
                 text += f" (timed on {', '.join(self.devices)})"
         if self.bound is not None:
-            text += f"; the interval already excludes differences beyond +-{self.bound:.2f} points"
+            text += f"; its interval already excludes differences beyond +-{self.bound:.2f} points"
         return text
 
 
@@ -193,3 +193,39 @@ def settle_costs(
         bound = open_bound(v.sequential_intervals)
         out.append(settle_cost(claim.id, rows, needed, bound, max_seeds, reason, pairing))
     return sorted(out, key=SettleCost.sort_key)
+
+
+def claim_lines(
+    records: pd.DataFrame,
+    table_ids: Sequence[str],
+    recipe: Recipe | str,
+    dataset_id: str | None,
+    claims: Iterable[Claim] | None = None,
+) -> list[str]:
+    """What the tables just printed mean, one line per claim of those tables: the verdict
+    (fixed n, and the sequential rule), the difference with its interval, and what would
+    settle it. At one seed per row it says that no ranking is resolved."""
+    from analysis.claims import CLAIMS, COST_KINDS, evaluate_claims
+
+    wanted = [c for c in (CLAIMS if claims is None else claims) if c.table in set(table_ids)]
+    if not wanted:
+        return []
+    verdicts = evaluate_claims(records, recipe, dataset_id, wanted)
+    costs = {c.claim_id: c for c in settle_costs(verdicts, records, recipe, dataset_id)}
+    lines = ["", "claims of these tables (verdict with the fixed-n rule; [the sequential rule]):"]
+    single = False
+    for v in verdicts:
+        if v.claim.kind in COST_KINDS:
+            lines.append(f"  {v.claim.id}: {v.outcome} ({v.detail})")
+            continue
+        seq = f" [{v.sequential_outcome}]" if v.sequential_outcome else ""
+        lines.append(f"  {v.claim.id}: {v.outcome}{seq}: {v.detail.split('; ')[0]}")
+        single |= "(n=1)" in v.detail
+        if v.claim.id in costs:
+            lines.append(f"    to settle: {costs[v.claim.id].describe()}")
+    if single:
+        lines.append(
+            "  at one seed per row no ranking among these rows is resolved: differences of "
+            "a few tenths of a point are within one seed's spread; run --seeds 3 or more"
+        )
+    return lines

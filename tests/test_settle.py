@@ -46,3 +46,31 @@ def test_every_claim_left_open_by_the_sequential_rule_is_costed_cheapest_first()
         if c.runs_to_add is not None:
             assert c.runs_to_add > 0 and c.cpu_hours is not None and c.cpu_hours > 0
             assert c.gpu_hours is None  # no GPU record in that folder
+
+
+def test_claim_lines_say_what_the_printed_tables_mean(tmp_path: Path) -> None:
+    """After the tables, one line per claim with both rules; an open claim says what would
+    settle it; single-seed rows say plainly that no ranking is resolved."""
+    from analysis.settle import claim_lines
+    from tests.test_analysis import FIXTURE
+
+    records = load_records(FIXTURE)
+    recipe = _fixture_recipe(records)
+    lines = claim_lines(records, ["2", "3a"], recipe, None)
+    text = "\n".join(lines)
+    assert lines[1].startswith("claims of these tables")
+    assert "t2_bga_beats_concat_sum: " in text and "c3a_lambda_quarter_cheaper: " in text
+    assert "[inconclusive]" in text or "[supported]" in text
+    one_seed = records[records["seed"] == 0]
+    text = "\n".join(claim_lines(one_seed, ["2", "3a"], recipe, None))
+    assert "at one seed per row no ranking among these rows is resolved" in text
+    assert claim_lines(records, ["nope"], recipe, None) == []
+
+
+def _fixture_recipe(records):
+    import json
+
+    from tests.test_analysis import recipe_from_json_dict
+
+    path = records["path"].iloc[0]
+    return recipe_from_json_dict(json.loads(Path(path).read_text())["recipe"])
