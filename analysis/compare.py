@@ -2,7 +2,7 @@
 
     python -m analysis.compare --results-dir DIR --a SPEC [--a-recipe R]
                                [--b SPEC] [--b-recipe R] [--b-results-dir DIR]
-                               [--dataset ID] [--seeds 0,1,2]
+                               [--dataset ID] [--seeds 0,1,2] [--table T]
                                [--no-worse MARGIN | --equivalent MARGIN]
 
 Each side is a spec (a preset, a compact string or a JSON file) under a recipe (default
@@ -15,15 +15,17 @@ over val images and seeds beside it. ``--no-worse M`` asks the equivalence quest
 instead (a no worse than b by more than M points), ``--equivalent M`` its two-sided form
 (a and b within M points of each other). Both sides may be one spec under two recipes
 (``--a-recipe synth --b-recipe synth:amp=false --equivalent 1`` asks whether bf16 training
-changes mIoU by a point or more). Read-only, no torch.
+changes mIoU by a point or more). With ``--table T`` (a table id or a .toml table file)
+``--a`` and ``--b`` name rows of T, each as the ablation ran it. Read-only, no torch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from analysis.claims import RowStats
 from analysis.cli import ArgumentParser, run_cli
@@ -39,9 +41,10 @@ from analysis.stats import (
     no_worse,
     points,
 )
-from analysis.tables import as_recipe, pick_dataset
-from searchspace.errors import StoreError, UsageError
+from analysis.tables import as_recipe, dataset_classes, pick_dataset
+from searchspace.errors import SpecError, StoreError, UsageError
 from searchspace.presets import parse_spec
+from searchspace.table_files import table_from_arg, use_stored_table_files
 
 PROG = "analysis.compare"
 
@@ -162,6 +165,29 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def table_side(table: str) -> Callable[..., Side]:
+    """``load_side`` for ``--table``: a side's spec names a row of ``table`` (an id, a .toml
+    file, or a user table the results folder keeps), run as the ablation ran it (its spec
+    sized for the dataset's classes, its recipe changes on the side's recipe)."""
+
+    def load(label: str, results_dir: Path, row: str, recipe_text: str, *rest: Any) -> Side:
+        use_stored_table_files(results_dir)
+        try:
+            paper_row = table_from_arg(table).row(row)
+            if paper_row.spec is None:
+                raise SpecError(f"table {paper_row.table} row {row}: {paper_row.unsupported}")
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+        records = load_stored_records(results_dir)
+        classes = dataset_classes(records, rest[0] or pick_dataset(records))
+        spec, recipe = paper_row.run_for(
+            as_recipe(recipe_text), classes or paper_row.spec.num_classes
+        )
+        return load_side(f"{label} ({paper_row.key})", results_dir, spec.to_json(), recipe, *rest)
+
+    return load
+
+
 def _seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -184,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b-results-dir", type=Path, default=None, help="default: --results-dir")
     parser.add_argument("--dataset", default=None, help="dataset id (default: the only one)")
     parser.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1,2")
+    parser.add_argument(
+        "--table", default=None,
+        help="--a and --b name rows of this table (an id or a .toml table file)",
+    )  # fmt: skip
     margin = parser.add_mutually_exclusive_group()
     margin.add_argument(
         "--no-worse", type=float, default=None, metavar="MARGIN",
@@ -199,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "side b is side a: change at least one of --b, --b-recipe, --b-results-dir"
         )
     seeds = _seeds(args.seeds)
-    a = load_side("a", args.results_dir, args.a, args.a_recipe, args.dataset, seeds)
-    b = load_side(
+    load = load_side if args.table is None else table_side(args.table)
+    a = load("a", args.results_dir, args.a, args.a_recipe, args.dataset, seeds)
+    b = load(
         "b",
         args.b_results_dir or args.results_dir,
         args.b or args.a,
@@ -217,4 +248,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     run_cli(main)
 
-__all__ = ["Side", "describe", "judge", "load_side", "main"]
+__all__ = ["Side", "describe", "judge", "load_side", "main", "table_side"]

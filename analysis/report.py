@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, COST_KINDS, PAPER_SPREAD, Verdict, evaluate_claims
+from analysis.catalogue import all_claims
+from analysis.claims import COST_KINDS, PAPER_SPREAD, Verdict, evaluate_claims
 from analysis.cli import ArgumentParser, run_cli
 from analysis.curves import (
     calibration,
@@ -50,19 +51,21 @@ from searchspace.atomic import write_text
 from searchspace.errors import SpecError, StoreError, UsageError
 from searchspace.presets import get_preset
 from searchspace.recipes import Recipe
+from searchspace.table_files import loaded_table_files, table_from_arg, use_stored_table_files
 from searchspace.tables import for_dataset, get_table, table_names
 
 PROG = "analysis.report"
 
 
 def parse_tables(text: str | None) -> list[str] | None:
-    """``2,3a`` -> ["2", "3a"]; None -> None (every table with results)."""
+    """``2,3a,my.toml`` -> ["2", "3a", "<my.toml's id>"] (a table file is loaded, and wins
+    over the results folder's copies of its id); None -> None (every table with results)."""
     if not text:
         return None
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    for name in names:
+    names = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
         try:
-            get_table(name)
+            names.append(table_from_arg(name).table)
         except SpecError as exc:
             raise UsageError(str(exc)) from None
     return names
@@ -300,7 +303,8 @@ def render_report(
     """
     out = Path(out)
     base = as_recipe(recipe)
-    names = list(tables) if tables else list(table_names())
+    # with no tables named: the papers' and the user tables loaded (the folder's copies)
+    names = list(tables) if tables else [*table_names(), *(t.id for t in loaded_table_files())]
     if dataset_id is not None and dataset_id not in set(records["dataset_id"]):
         present = ", ".join(sorted(set(records["dataset_id"].dropna()))) or "none"
         raise UsageError(f"no records on dataset {dataset_id!r} (datasets present: {present})")
@@ -380,7 +384,7 @@ def render_report(
     parts.append("## Claims\n")
     if builtin:
         parts.append(f"The measured verdicts are about {label}, not about Cityscapes.\n")
-    verdicts = evaluate_claims(records, base, dataset_id, CLAIMS)
+    verdicts = evaluate_claims(records, base, dataset_id, all_claims())
     parts.append(_claims_section(verdicts, settle_costs(verdicts, records, base, dataset_id)))
     parts.append("## The paper's Figure 1, regenerated\n")
     parts.append(_figure1_section(records, figures, out))
@@ -403,6 +407,7 @@ def write_report(
     results_dir, out = Path(results_dir), Path(out)
     recipe = as_recipe(recipe)  # a bad recipe text is the first thing reported
     records = load_stored_records(results_dir)
+    use_stored_table_files(results_dir)  # the user tables run into this folder, and claims
     try:  # before any figure is drawn: a bad --out fails first, in one line
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -422,7 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", required=True, type=Path, help="results folder")
     parser.add_argument("--recipe", default="smoke", help="base recipe (smoke, paper, smoke:k=v)")
     parser.add_argument("--dataset", default=None, help="dataset id (default: the only one)")
-    parser.add_argument("--tables", default=None, help="e.g. 2,3a (default: all with results)")
+    parser.add_argument(
+        "--tables", "--table", default=None,
+        help="e.g. 2,3a or a .toml table file (default: all with results, and the user tables"
+        " the folder keeps in tables/)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="the Markdown file to write")
     args = parser.parse_args(argv)
     path = write_report(

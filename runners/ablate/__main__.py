@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Only torch-free modules at the top: ``--status`` and ``--cancel`` must answer without
 # loading torch (the training path imports what it needs inside ``main``).
-from runners.ablate.plan import plan_runs, resolve_tables
+from runners.ablate.plan import keep_table_files, plan_runs, resolve_tables
 from runners.cli import (
     ArgumentParser,
     add_max_attempts_argument,
@@ -40,10 +40,12 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="runners.ablate", description=__doc__.splitlines()[0])
     p.add_argument(
         "--table",
-        help="paper table id, or several joined by commas (rows they share run once): "
-        + ", ".join(_all_tables()),
+        help="paper table id or a .toml table file (README, 'Table files'), or several joined "
+        "by commas (rows they share run once): " + ", ".join(_all_tables()),
     )
-    p.add_argument("--list", action="store_true", help="list tables and rows, then exit")
+    p.add_argument(
+        "--list", action="store_true", help="list tables (or those of --table) and rows, then exit"
+    )
     p.add_argument("--rows", help="comma-separated row names of the table (default: all)")
     p.add_argument("--recipe", default="smoke", help="smoke (default), paper, or NAME:k=v,...")
     p.add_argument("--seeds", type=int, default=1, help="seeds per row (0..K-1)")
@@ -106,8 +108,8 @@ def _table_id(text: str) -> str:
     return ALIASES.get(text, text)
 
 
-def print_list(out=sys.stdout) -> None:
-    for name in _all_tables():
+def print_list(out=sys.stdout, names: Sequence[str] | None = None) -> None:
+    for name in names or _all_tables():
         table = get_table(name)
         out.write(f"table {name}: {table.title}\n")
         for row in table.rows:
@@ -121,11 +123,11 @@ def print_list(out=sys.stdout) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     check_args(args)
+    tables = resolve_tables([_table_id(t.strip()) for t in (args.table or "").split(",")])
+    table_ids = [t.table for t in tables]  # a table file's own id
     if args.list:
-        print_list()
+        print_list(names=table_ids)
         return 0
-    table_ids = list(dict.fromkeys(_table_id(t.strip()) for t in args.table.split(",")))
-    tables = resolve_tables(table_ids)
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     if rows and len(tables) > 1:
         raise UsageError(f"--rows needs a single --table, not {args.table!r}")
@@ -151,10 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
+    # a user's table file is kept beside the records, so the report can rebuild it
+    kept = {} if args.dry_run else keep_table_files(tables, args.results_dir)
     if args.launcher:
         from runners.ablate.launch import launch
 
-        args.table_ids = table_ids
+        args.table_ids = [str(kept[t].resolve()) if t in kept else t for t in table_ids]
         return launch(runs, data, args, settings, sys.argv if argv is None else list(argv))
     if args.dry_run:
         from runners.ablate.run import dry_run_rows

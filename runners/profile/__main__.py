@@ -3,6 +3,7 @@
     python -m runners.profile                                 # bisenetv2 at 512x1024
     python -m runners.profile --spec v2:agg=sum --no-latency
     python -m runners.profile --table 3a --csv 3a.csv --json 3a.json
+    python -m runners.profile --table my_table.toml --no-latency   # a user's table file
     python -m runners.profile --spec bisenetv2 --fold-bn --channels-last --threads 2
     python -m runners.profile --checkpoint converted.pt      # a (converted) checkpoint
 
@@ -30,7 +31,7 @@ from runners.profile.report import csv_text, format_profile, format_table, json_
 from searchspace.atomic import write_text
 from searchspace.errors import UsageError
 from searchspace.presets import parse_spec
-from searchspace.tables import get_table
+from searchspace.table_files import table_from_arg
 
 # (warm-up, repeats) when not given: a table times every row, so it uses few repeats
 SPEC_REPEATS = (5, 30)
@@ -48,7 +49,8 @@ def build_parser() -> ArgumentParser:
     )
     what.add_argument(
         "--table",
-        help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1); or presets",
+        help="a paper table: 2, 3a, 3b, 3c, 4, 5a, 5b, 6 (V2), v1-3, v1-4 (V1); presets; "
+        "or a .toml table file (a results folder keeps those it ran in tables/)",
     )
     p.add_argument(
         "--input-hw",
@@ -93,7 +95,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    table = get_table(args.table) if args.table is not None else None
+    table = table_from_arg(args.table) if args.table is not None else None
     if args.input_hw is not None:
         input_hw = parse_input_hw(args.input_hw)
     elif table is not None and table.rows:
