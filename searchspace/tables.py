@@ -57,6 +57,8 @@ class PaperRow:
 
     @property
     def source(self) -> str:
+        if not self.paper:  # a user's table file that names no paper
+            return f"table {self.table}, row {self.row}"
         number = self.table.removeprefix(V1_PREFIX)
         return f"{self.paper} paper, Table {number}, row {self.row}"
 
