@@ -58,6 +58,7 @@ class SettleCost:
     bound: float | None = None  # the interval already excludes |difference| > bound
     pairing: bool = False  # the estimate is the round that brings rows to the same seeds
     reason: str = ""  # why there is no estimate
+    rows: tuple[RowCost, ...] = ()  # the claim's rows as they stand (seeds, run times)
 
     def sort_key(self) -> tuple[int, float]:
         if self.runs_to_add is None or self.capped:
@@ -126,11 +127,12 @@ def settle_cost(
     """The cost of bringing every row to the same ``seeds_per_row`` seeds (and at least to
     the union of the rows' seeds, so that they pair)."""
     if seeds_per_row is None:
-        return SettleCost(claim_id, None, None, bound=bound, reason=reason)
+        return SettleCost(claim_id, None, None, bound=bound, reason=reason, rows=tuple(rows))
     union = set().union(*(set(r.seeds) for r in rows)) if rows else set()
     target = max(seeds_per_row, len(union))
     if target > max_seeds:
-        return SettleCost(claim_id, max_seeds + 1, None, capped=True, bound=bound)
+        return SettleCost(claim_id, max_seeds + 1, None, capped=True, bound=bound,
+                          rows=tuple(rows))  # fmt: skip
     # every row ends on the same seed list: the union, then new seeds
     lacking = [target - len(set(r.seeds)) for r in rows]
     cpu = (sum(n * r.cpu_s for n, r in zip(lacking, rows)) / 3600
@@ -139,7 +141,7 @@ def settle_cost(
            if all(r.gpu_s is not None for r in rows) else None)  # type: ignore[operator]  # fmt: skip
     devices = tuple(sorted({d for r in rows for d in r.devices}))
     return SettleCost(claim_id, target, sum(lacking), cpu, gpu, devices, bound=bound,
-                      pairing=pairing)  # fmt: skip
+                      pairing=pairing, rows=tuple(rows))  # fmt: skip
 
 
 def open_bound(intervals: Iterable[tuple[float, float]]) -> float | None:
@@ -168,21 +170,7 @@ def settle_costs(
     for v in verdicts:
         if v.sequential_outcome != "inconclusive":
             continue
-        claim = v.claim
-        if claim.table not in tables:
-            tables[claim.table] = build_table(claim.table, records, base, dataset_id)
-        table = tables[claim.table]
-        dataset = table.attrs.get("dataset_id")
-        rows = []
-        for name in claim.rows:
-            line = table[table["row"] == name].iloc[0]
-            runs = records[
-                (records["spec_id"] == line["spec_id"])
-                & (records["recipe_id"] == line["recipe_id"])
-                & (records["dataset_id"] == dataset)
-            ]
-            seeds = tuple(table.attrs["seed_values"].get(name, {}).get("seeds", ()))
-            rows.append(row_cost(name, seeds, runs))
+        rows = claim_rows(v.claim, records, base, dataset_id, tables)
         paired = len({r.seeds for r in rows}) == 1
         needed, reason, pairing = v.sequential_seeds_needed, "", False
         if needed is None and not paired:
@@ -191,8 +179,34 @@ def settle_costs(
         elif needed is None:
             reason = "no spread or no difference to size it by"
         bound = open_bound(v.sequential_intervals)
-        out.append(settle_cost(claim.id, rows, needed, bound, max_seeds, reason, pairing))
+        out.append(settle_cost(v.claim.id, rows, needed, bound, max_seeds, reason, pairing))
     return sorted(out, key=SettleCost.sort_key)
+
+
+def claim_rows(
+    claim: Claim,
+    records: pd.DataFrame,
+    recipe: Recipe | str,
+    dataset_id: str | None,
+    cache: dict[str, pd.DataFrame] | None = None,
+) -> tuple[RowCost, ...]:
+    """Each row of ``claim`` as it stands: the seeds of its ok records and its run times."""
+    cache = {} if cache is None else cache
+    if claim.table not in cache:
+        cache[claim.table] = build_table(claim.table, records, as_recipe(recipe), dataset_id)
+    table = cache[claim.table]
+    dataset = table.attrs.get("dataset_id")
+    rows = []
+    for name in claim.rows:
+        line = table[table["row"] == name].iloc[0]
+        runs = records[
+            (records["spec_id"] == line["spec_id"])
+            & (records["recipe_id"] == line["recipe_id"])
+            & (records["dataset_id"] == dataset)
+        ]
+        seeds = tuple(table.attrs["seed_values"].get(name, {}).get("seeds", ()))
+        rows.append(row_cost(name, seeds, runs))
+    return tuple(rows)
 
 
 def claim_lines(
@@ -205,9 +219,10 @@ def claim_lines(
     """What the tables just printed mean, one line per claim of those tables: the verdict
     (fixed n, and the sequential rule), the difference with its interval, and what would
     settle it. At one seed per row it says that no ranking is resolved."""
-    from analysis.claims import CLAIMS, COST_KINDS, evaluate_claims
+    from analysis.catalogue import all_claims
+    from analysis.claims import COST_KINDS, evaluate_claims
 
-    wanted = [c for c in (CLAIMS if claims is None else claims) if c.table in set(table_ids)]
+    wanted = [c for c in (all_claims() if claims is None else claims) if c.table in set(table_ids)]
     if not wanted:
         return []
     verdicts = evaluate_claims(records, recipe, dataset_id, wanted)

@@ -95,6 +95,19 @@ def parser() -> ArgumentParser:
         "--cancel", action="store_true",
         help="stop what a launcher started for these tables; stored records stay",
     )  # fmt: skip
+    p.add_argument(
+        "--settle", default=None, metavar="CLAIM[,CLAIM...]",
+        help="add seeds to these claims' rows in rounds until the sequential rule settles "
+        "them or a cap is reached (claims of the --table given)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-seeds", type=int, default=None,
+        help="with --settle: seeds per row in total, at most (default 30)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-hours", type=float, default=None,
+        help="with --settle: hours of training at most, from the rows' stored train times",
+    )  # fmt: skip
     add_slurm_arguments(p)
     return p
 
@@ -153,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
+    if args.settle:
+        return _settle(args, tables, table_ids, recipe, data, settings,
+                       sys.argv if argv is None else list(argv))  # fmt: skip
     # a user's table file is kept beside the records, so the report can rebuild it
     kept = {} if args.dry_run else keep_table_files(tables, args.results_dir)
     if args.launcher:
@@ -214,6 +230,14 @@ def check_args(args) -> None:
         raise UsageError(f"--launcher {args.launcher!r}: unknown (known: {', '.join(LAUNCHERS)})")
     if args.max_running is not None and not args.launcher:
         raise UsageError("--max-running needs --launcher (e.g. --launcher local)")
+    if (args.max_seeds is not None or args.max_hours is not None) and not args.settle:
+        raise UsageError("--max-seeds and --max-hours go with --settle")
+    if args.max_seeds is not None and args.max_seeds < 2:
+        raise UsageError(f"--max-seeds {args.max_seeds}: must be >= 2")
+    if args.max_hours is not None and not args.max_hours > 0:
+        raise UsageError(f"--max-hours {args.max_hours}: must be a positive number of hours")
+    if args.settle and (args.status or args.cancel or args.remeasure_latency):
+        raise UsageError("--settle runs seeds: drop --status, --cancel and --remeasure-latency")
     if args.checkpoint_minutes < 0:
         raise UsageError(f"--checkpoint-minutes {args.checkpoint_minutes}: must be >= 0 (0: off)")
     from runners.launch.slurm import options_from_args
@@ -235,8 +259,10 @@ def check_args(args) -> None:
 
 
 def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> None:
-    """Each table from the stored records, beside the paper's numbers, with its notes."""
+    """Each table from the stored records, beside the paper's numbers, with its notes, then
+    what its claims say (and what would settle the open ones)."""
     from analysis.records import load_records
+    from analysis.settle import claim_lines
     from analysis.tables import build_table, table_notes, to_markdown
 
     records = load_records(results_dir)
@@ -246,6 +272,88 @@ def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> 
         print(to_markdown(frame))
         for note in table_notes(frame):
             print(f"note: {note}")
+    for line in claim_lines(records, table_ids, recipe, data_id):
+        print(line)
+
+
+def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) -> int:
+    """``--settle``: rounds of seeds for the named claims (``runners.ablate.settle``), judged
+    here from the records by the sequential rule (``analysis``, which only the command line
+    imports)."""
+    from analysis.catalogue import all_claims
+    from analysis.claims import evaluate_claims
+    from analysis.records import load_records
+    from analysis.settle import claim_rows, settle_costs
+    from runners.ablate.settle import DEFAULT_MAX_SEEDS, ClaimState, check_claims, settle
+    from runners.store import Store
+    from runners.store.run_once import decide
+
+    claims = [c for c in all_claims() if c.table in set(table_ids)]
+    ids = list(dict.fromkeys(c.strip() for c in args.settle.split(",") if c.strip()))
+    check_claims(ids, {c.id: c.table for c in claims}, ",".join(table_ids))
+    chosen = [c for c in claims if c.id in ids]
+    store = Store(args.results_dir)
+    max_seeds = args.max_seeds or DEFAULT_MAX_SEEDS
+
+    def judge() -> dict[str, ClaimState]:
+        records = load_records(store.root)
+        verdicts = evaluate_claims(records, recipe, data.data_id, chosen)
+        costs = {c.claim_id: c for c in settle_costs(verdicts, records, recipe, data.data_id)}
+        cache: dict = {}
+        out = {}
+        for v in verdicts:
+            rows = claim_rows(v.claim, records, recipe, data.data_id, cache)
+            cost = costs.get(v.claim.id)
+            hours = {r.row: (r.gpu_s if args.device == "cuda" else r.cpu_s) for r in rows}
+            out[v.claim.id] = ClaimState(
+                v.claim.id, v.claim.table, tuple(v.claim.rows), v.sequential_outcome or v.outcome,
+                {r.row: r.seeds for r in rows},
+                None if cost is None or cost.pairing else cost.seeds_per_row,
+                {k: (h / 3600 if h is not None else None) for k, h in hours.items()},
+                v.sequential_detail.split("; ")[0],
+            )  # fmt: skip
+        return out
+
+    def stored(run) -> bool:
+        return decide(store.record(run.key), args.max_attempts) != "run"
+
+    def run_round(runs) -> float:
+        if args.launcher:
+            from runners.ablate.launch import launch
+
+            args.table_ids = table_ids
+            launch(runs, data, args, settings, argv)
+            if args.launcher == "local":
+                _wait_for(runs, args)
+            return 0.0
+        from runners.ablate.run import run_ablation
+
+        outcome = run_ablation(
+            runs, data, store, device=args.device, settings=settings,
+            progress=not args.no_progress, workers=args.workers,
+            on_progress=lambda m: print(m, flush=True), max_attempts=args.max_attempts,
+        )  # fmt: skip
+        return outcome.seconds
+
+    by_id = dict(zip(table_ids, tables))
+    settle(ids, by_id, recipe, data, judge, run_round, stored, max_seeds=max_seeds,
+           max_hours=args.max_hours, dry_run=args.dry_run,
+           one_round=args.launcher == "slurm")  # fmt: skip
+    return 0
+
+
+def _wait_for(runs, args) -> None:
+    """Until a local launch's runs are neither queued nor running."""
+    import time
+
+    from runners.launch.status import collect_status
+    from runners.store.store import STALE_AFTER_S
+
+    while True:
+        counts = collect_status(runs, args.results_dir, args.max_attempts, STALE_AFTER_S).counts
+        if not counts["queued"] and not counts["running"]:
+            return
+        time.sleep(5)
 
 
 def _print_status(runs, args) -> int:

@@ -1,0 +1,90 @@
+"""``runners.ablate --settle``: rounds of seeds for open claims, their caps and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runners.ablate.settle import ClaimState, next_target
+from searchspace.cli import run_cli
+
+TINY = "smoke:budget=3,crop_hw=64+64,batch_size=2,warmup_iters=0"
+
+
+def state(seeds: dict[str, tuple[int, ...]], target: int | None, outcome="inconclusive"):
+    return ClaimState("c", "3a", tuple(seeds), outcome, seeds, target)
+
+
+def test_rounds_pair_the_rows_first_then_grow_toward_the_estimate() -> None:
+    # other seed lists: the first round only gives the rows the same seeds
+    assert next_target(state({"a": (0, 1, 2, 3, 4), "b": (0, 1, 2)}, None), 30) == (5, "")
+    # too few seeds to size anything: to 4, where the rule can first decide
+    assert next_target(state({"a": (0,), "b": (0,)}, None), 30) == (4, "")
+    # toward the estimate, by half of what is stored per round (a claim settled early
+    # does not pay for the estimate's margin), never past the cap
+    assert next_target(state({"a": tuple(range(6)), "b": tuple(range(6))}, 40), 30) == (9, "")
+    assert next_target(state({"a": tuple(range(6)), "b": tuple(range(6))}, 7), 30) == (7, "")
+    assert next_target(state({"a": tuple(range(28)), "b": tuple(range(28))}, 80), 30) == (30, "")
+    assert next_target(state({"a": tuple(range(30)), "b": tuple(range(30))}, 80), 30) == (
+        None, "--max-seeds 30 reached")  # fmt: skip
+    no_size = state({"a": tuple(range(6)), "b": tuple(range(6))}, None)
+    assert next_target(no_size, 30)[0] is None
+
+
+def ablate(capsys, *argv: str) -> tuple[int, str, str]:
+    from runners.ablate.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, list(argv))
+    out = capsys.readouterr()
+    return int(done.value.code or 0), out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--settle", "t2_ohem"], "--settle t2_ohem: no such claim in table(s) 3a"),
+        (["--settle", "t3a_too_narrow_hurts", "--max-hours", "0"], "--max-hours 0.0: must be a positive"),
+        (["--max-seeds", "5"], "--max-seeds and --max-hours go with --settle"),
+        (["--settle", "t3a_too_narrow_hurts", "--max-seeds", "1"], "--max-seeds 1: must be >= 2"),
+    ],
+)  # fmt: skip
+def test_bad_settle_input_is_one_line_exit_2(
+    extra: list[str], needle: str, tmp_path: Path, tiny_data: str, capsys
+) -> None:
+    res = tmp_path / "res"
+    code, _, err = ablate(capsys, "--table", "3a", "--results-dir", str(res), "--data",
+                          tiny_data, "--recipe", TINY, *extra)  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not list(res.glob("records/**/*.json"))
+
+
+@pytest.mark.slow  # 10 tiny runs in rounds: 30-60 s on 2 cores
+def test_settle_runs_rounds_until_the_cap_and_says_what_it_found(
+    tmp_path: Path, tiny_data: str, capsys
+) -> None:
+    res = tmp_path / "res"
+    base = ["--table", "3a", "--results-dir", str(res), "--data", tiny_data, "--recipe", TINY,
+            "--no-latency", "--no-progress"]  # fmt: skip
+    code, out, err = ablate(capsys, *base, "--rows", "lambda_1_4,lambda_1_16")
+    assert code == 0, err
+    code, out, err = ablate(capsys, *base, "--settle", "t3a_too_narrow_hurts", "--max-seeds", "5")
+    assert code == 0, err
+    assert "round 1: 6 runs" in out  # 1 seed per row stored: to 4 seeds, where it can decide
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith("t3a_too_narrow_hurts: ")]
+    assert lines and "(sequential rule)" in lines[-1]
+    records = [json.loads(p.read_text()) for p in res.glob("records/**/*.json")]
+    seeds = {}
+    for r in records:
+        seeds.setdefault(r["key"]["spec_id"], set()).add(r["key"]["seed"])
+    assert len(seeds) == 2 and len({frozenset(s) for s in seeds.values()}) == 1  # paired
+    n = len(next(iter(seeds.values())))
+    assert 4 <= n <= 5  # never past --max-seeds
+    if "supported" not in lines[-1] and "contradicted" not in lines[-1]:
+        assert n == 5 and "--max-seeds 5 reached" in out
+    # --max-seeds below what is stored is refused, nothing lost
+    code, _, err = ablate(capsys, *base, "--settle", "t3a_too_narrow_hurts", "--max-seeds", "3")
+    assert code == 2 and f"has {n} seeds stored already" in err
+    assert len(list(res.glob("records/**/*.json"))) == len(records)
