@@ -3,7 +3,7 @@
     python -m analysis.compare --results-dir DIR --a SPEC [--a-recipe R]
                                [--b SPEC] [--b-recipe R] [--b-results-dir DIR]
                                [--dataset ID] [--seeds 0,1,2] [--table T]
-                               [--no-worse MARGIN | --equivalent MARGIN]
+                               [--no-worse MARGIN | --equivalent MARGIN] [--sequential]
 
 Each side is a spec (a preset, a compact string or a JSON file) under a recipe (default
 smoke; ``--b`` and ``--b-recipe`` default to side a's), read from a results folder.
@@ -16,7 +16,10 @@ instead (a no worse than b by more than M points), ``--equivalent M`` its two-si
 (a and b within M points of each other). Both sides may be one spec under two recipes
 (``--a-recipe synth --b-recipe synth:amp=false --equivalent 1`` asks whether bf16 training
 changes mIoU by a point or more). With ``--table T`` (a table id or a .toml table file)
-``--a`` and ``--b`` name rows of T, each as the ablation ran it. Read-only, no torch.
+``--a`` and ``--b`` name rows of T, each as the ablation ran it. ``--sequential`` judges by
+the anytime-valid rule (sides with the same seeds), right when seeds were added after
+looking; an open question says what settling it costs (runs, and hours from the sides'
+own train times). Read-only, no torch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from analysis.claims import RowStats
 from analysis.cli import ArgumentParser, run_cli
 from analysis.records import load_stored_records
+from analysis.settle import RowCost, row_cost, settle_cost
 from analysis.stats import (
     MAX_SEEDS,
     Comparison,
@@ -62,6 +66,7 @@ class Side:
     miou: tuple[float, ...]
     precisions: tuple[str, ...]
     counts: tuple[RunCounts, ...]  # empty unless every seed's record has them
+    cost: RowCost | None = None  # its runs' train times, to say what more seeds cost
 
     def describe(self) -> str:
         values = ", ".join(f"s{s} {v:.2f}" for s, v in zip(self.seeds, self.miou, strict=True))
@@ -114,20 +119,37 @@ def load_side(
         miou=tuple(100.0 * float(v) for v in mine["miou"]),
         precisions=tuple(str(p) for p in mine["train_precision"].dropna()),
         counts=tuple(RunCounts.from_record(p) for p in mine["per_image"]) if has_counts else (),
+        cost=row_cost(label, tuple(int(s) for s in mine["seed"]), mine),
     )
 
 
-def judge(a: Side, b: Side, margin: float | None = None, two_sided: bool = False) -> Comparison:
+def judge(
+    a: Side,
+    b: Side,
+    margin: float | None = None,
+    two_sided: bool = False,
+    sequential: bool = False,
+) -> Comparison:
     """``analysis.stats`` on the two sides by the claims' rule: paired when both sides have
     the same seeds, else Welch on all seeds of each (``--seeds`` picks common seeds). With
-    a ``margin``: "no worse" (one-sided) or "within the margin of each other" (``two_sided``)."""
+    a ``margin``: "no worse" (one-sided) or "within the margin of each other" (``two_sided``).
+    ``sequential``: the anytime-valid rule, on sides with the same seeds."""
     paired = RowStats(a.label, a.miou, None, seeds=a.seeds).pairs_with(
         RowStats(b.label, b.miou, None, seeds=b.seeds)
     )
+    if sequential and not paired:
+        raise UsageError(
+            f"--sequential compares sides with the same seeds: a has {_list(a.seeds)}, b has "
+            f"{_list(b.seeds)} (--seeds picks common ones; --settle adds the missing ones)"
+        )
     if margin is not None:
         test = equivalent if two_sided else no_worse
-        return test(a.miou, b.miou, margin, paired=paired)
-    return compare(a.miou, b.miou, paired=paired)
+        return test(a.miou, b.miou, margin, paired=paired, sequential=sequential)
+    return compare(a.miou, b.miou, paired=paired, sequential=sequential)
+
+
+def _list(seeds: Sequence[int]) -> str:
+    return ",".join(map(str, seeds)) or "none"
 
 
 def describe(a: Side, b: Side, c: Comparison) -> str:
@@ -154,6 +176,12 @@ def describe(a: Side, b: Side, c: Comparison) -> str:
         n = f">{MAX_SEEDS}" if c.seeds_needed > MAX_SEEDS else str(c.seeds_needed)
         verdict += f": about {n} seeds per side would settle a difference of this size"
     lines.append(f"verdict: {verdict}")
+    if c.verdict == "inconclusive" and c.seeds_needed is not None and a.cost and b.cost:
+        # with the fixed-n rule, the seed count must be fixed before looking at the result
+        cost = settle_cost("a vs b", [a.cost, b.cost], c.seeds_needed)
+        after = "" if c.method.startswith("confidence sequence") else (
+            "; then judge with --sequential: seeds added after looking need it")  # fmt: skip
+        lines.append(f"to settle: {cost.describe()}{after}")
     if a.counts and b.counts:
         try:
             _, (blo, bhi) = image_bootstrap(a.counts, b.counts, level=c.level, paired=c.paired)
@@ -214,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--table", default=None,
         help="--a and --b name rows of this table (an id or a .toml table file)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="the sequential rule (valid however often seeds were added after looking; "
+        "sides with the same seeds)",
+    )  # fmt: skip
     margin = parser.add_mutually_exclusive_group()
     margin.add_argument(
         "--no-worse", type=float, default=None, metavar="MARGIN",
@@ -241,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     two_sided = args.equivalent is not None
     margin = args.equivalent if two_sided else args.no_worse
-    print(describe(a, b, judge(a, b, margin, two_sided=two_sided)))
+    print(describe(a, b, judge(a, b, margin, two_sided=two_sided, sequential=args.sequential)))
     return 0
 
 

@@ -97,3 +97,24 @@ def test_cli_exit_status_and_no_torch(recipe_file: str) -> None:
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_sequential_rule_on_sides_with_the_same_seeds(recipe_file: str, capsys) -> None:
+    """``--sequential``: the confidence sequence, only on sides with the same seeds; an open
+    question says what settling it costs, from the sides' own train times."""
+    args = ["--results-dir", str(FIXTURE), "--a", "v2:bst=none", "--a-recipe", recipe_file,
+            "--b", "v2:agg=concat,bst=none"]  # fmt: skip
+    assert main([*args, "--sequential"]) == 0
+    out = capsys.readouterr().out
+    assert "confidence sequence (Lai's t-mixture" in out and "\nverdict: " in out
+    # two seeds per side: the rule cannot decide yet, and says what more seeds would cost
+    assert "verdict: inconclusive" in out
+    assert main(args) == 0
+    fixed = capsys.readouterr().out
+    if "to settle: " in fixed:
+        assert "then judge with --sequential" in fixed
+    a = load_side("a", FIXTURE, "v2:bst=none", recipe_file, None, None)
+    b = load_side("b", FIXTURE, "v2:agg=concat,bst=none", recipe_file, None, [0])
+    with pytest.raises(UsageError, match="--sequential compares sides with the same seeds: a "
+                       "has 0,1, b has 0"):  # fmt: skip
+        judge(a, b, sequential=True)
