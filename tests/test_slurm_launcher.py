@@ -342,3 +342,17 @@ def test_search_workers_are_one_array_and_not_submitted_twice(
     assert code == 0 and "nothing submitted" in out and len(calls(stubs, "sbatch")) == 1
     squeue = calls(stubs, "squeue")[-1]
     assert squeue[squeue.index("-n") + 1] == name
+
+
+def test_settle_with_the_slurm_launcher_submits_one_round_and_returns(
+    stubs: Path, tiny_data: str, tmp_path: Path, capsys
+) -> None:
+    """Each call judges, plans and submits one round; the next call judges it."""
+    res = tmp_path / "res"
+    code, out, err = ablate(capsys, *base(tiny_data, res)[:-2], "--launcher", "slurm",
+                            "--settle", "t3a_too_narrow_hurts")  # fmt: skip
+    assert code == 0, err
+    assert "round 1: 8 runs" in out and "submitted one round" in out
+    assert "#SBATCH --array=0-7%8" in (stubs / "sbatch_100.sh").read_text()
+    (launch,) = read_launches(res)
+    assert len(launch.keys) == 8
