@@ -88,3 +88,15 @@ def test_settle_runs_rounds_until_the_cap_and_says_what_it_found(
     code, _, err = ablate(capsys, *base, "--settle", "t3a_too_narrow_hurts", "--max-seeds", "3")
     assert code == 2 and f"has {n} seeds stored already" in err
     assert len(list(res.glob("records/**/*.json"))) == len(records)
+
+
+def test_caps_below_what_is_stored_are_refused_in_one_line() -> None:
+    from runners.ablate.settle import check_caps
+    from searchspace.errors import UsageError
+
+    states = {"c": state({"lambda_1_4": tuple(range(6)), "lambda_1_16": tuple(range(6))}, 9)}
+    check_caps(states, 6, None)  # as many as stored: fine
+    with pytest.raises(UsageError, match="--max-seeds 5: row 3a/lambda_1_4 of c has 6 seeds"):
+        check_caps(states, 5, None)
+    with pytest.raises(UsageError, match="--max-hours -1: must be a positive number"):
+        check_caps(states, 30, -1)
