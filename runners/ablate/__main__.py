@@ -217,6 +217,8 @@ def check_args(args) -> None:
     """Every flag checked before anything is planned, started or stored."""
     if args.list:
         return
+    if args.settle and not args.table:
+        args.table = _tables_of_claims(args.settle)
     if not args.table:
         raise UsageError("--table is required (or --list to see the tables)")
     if args.seeds < 1:
@@ -274,6 +276,21 @@ def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> 
             print(f"note: {note}")
     for line in claim_lines(records, table_ids, recipe, data_id):
         print(line)
+
+
+def _tables_of_claims(text: str) -> str:
+    """``--settle`` without ``--table``: the catalogue's tables of the named claims."""
+    from analysis.catalogue import CLAIMS
+
+    table_of = {c.id: c.table for c in CLAIMS}
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in table_of]
+    if unknown:
+        raise UsageError(
+            f"--settle {','.join(unknown)}: no such claim in the catalogue (give the --table "
+            "that states it, or see a table's claims with python -m analysis.report)"
+        )
+    return ",".join(dict.fromkeys(table_of[n] for n in names))
 
 
 def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) -> int:

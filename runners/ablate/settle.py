@@ -88,16 +88,21 @@ def next_target(state: ClaimState, max_seeds: int) -> tuple[int | None, str]:
     now = min(counts) if counts else 0
     paired = len({tuple(s) for s in state.seeds.values()}) == 1
     want = len(union) if not paired else state.target
+    if paired and want is not None and want > max_seeds:
+        shown = f"over {want - 1}" if want > 100 else f"about {want}"
+        return None, f"needs {shown} seeds per row, more than --max-seeds {max_seeds}"
     if want is None and now < FIRST_DECIDABLE:
         want = FIRST_DECIDABLE  # too few seeds to size anything: to where the rule can decide
     if want is None:
         return None, "no estimate (no spread or no difference to size it by)"
-    want = max(want, len(union))
+    # the estimate is judged at its seed count alone: while the claim is open, add at
+    # least one round even where it says the seeds stored should have been enough
+    want = max(want, len(union), now + 1)
     # grow by half of what is stored, and never to a count where the rule cannot decide
     step = max(len(union), now + max(2, now // 2), FIRST_DECIDABLE)
     target = min(want, step, max_seeds)
-    if target <= now and paired:
-        return None, f"--max-seeds {max_seeds} reached" if want > max_seeds else "no progress"
+    if target <= now:
+        return None, f"--max-seeds {max_seeds} reached"
     return target, ""
 
 
