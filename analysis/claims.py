@@ -2,7 +2,7 @@
 
 Each claim names a paper table, the rows it compares (in ``rows``, the subject first) and
 a kind. Accuracy comes from the per-seed mIoU of each row (``build_table``'s
-``attrs["seed_values"]``), compared with ``analysis.stats``; cost from the measured
+``seed_values``), compared with ``analysis.stats``; cost from the measured
 multiply-adds (exact integers, so no tolerance).
 
 Accuracy verdicts are calibrated (see ``analysis/stats.py``): a comparison says a row is
@@ -58,6 +58,7 @@ import pandas as pd
 
 # the claims are data (the table files); the catalogue builds them
 from analysis.catalogue import CLAIMS, Claim
+from analysis.columns import Column, frame_of
 from analysis.stats import (
     ALPHA,
     Comparison,
@@ -68,7 +69,7 @@ from analysis.stats import (
     image_bootstrap,
     no_worse,
 )
-from analysis.tables import as_recipe, build_table, pick_dataset, row_recipe_ids
+from analysis.tables import BuiltTable, as_recipe, build_table, pick_dataset, row_recipe_ids
 from searchspace.recipes import Recipe
 from searchspace.tables import get_table
 
@@ -368,25 +369,24 @@ def pooled_spread(stats: Iterable[RowStats]) -> Spread | None:
     return Spread(math.sqrt(ss / df), df=df, source=f"pooled over the table's seeds, {df} df")
 
 
-def _row_stats(table: pd.DataFrame, paper: bool) -> dict[str, RowStats]:
+def _row_stats(table: BuiltTable, paper: bool) -> dict[str, RowStats]:
     out = {}
-    seed_values = table.attrs.get("seed_values", {})
-    for rec in table.to_dict("records"):
+    for rec in table.frame.to_dict("records"):
         if paper:
             mean = _f(rec["miou_paper_pct"])
             values = (mean,) if mean is not None else ()
             out[rec["row"]] = RowStats(rec["row"], values, _f(rec["gmacs_paper"]))
             continue
         macs, params = _f(rec["macs"]), _f(rec["params"])
-        got = seed_values.get(rec["row"], {})
+        got = table.seeds_of(rec["row"])
         out[rec["row"]] = RowStats(
             rec["row"],
-            tuple(got.get("final", ())),
+            got.final,
             int(macs) if macs is not None else None,
             int(params) if params is not None else None,
-            tuple(got.get("half", ())),
-            tuple(RunCounts.from_record(p) for p in got.get("per_image", ())),
-            tuple(got.get("seeds", ())),
+            got.half,
+            tuple(RunCounts.from_record(p) for p in got.per_image),
+            got.seeds,
         )
     return out
 
@@ -411,7 +411,7 @@ def evaluate_claims(
     base = as_recipe(recipe)
     if dataset_id is None:
         dataset_id = pick_dataset(records, claim_recipe_ids(base, claims))
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, BuiltTable] = {}
     verdicts = []
     for claim in claims:
         if claim.table not in tables:
@@ -447,41 +447,25 @@ def evaluate_claims(
     return verdicts
 
 
+# One row per claim: the claim, its verdicts and what would settle it, in this order.
+VERDICT_COLUMNS: tuple[Column[Verdict], ...] = (
+    Column("id", lambda v: v.claim.id),
+    Column("table", lambda v: v.claim.table),
+    Column("kind", lambda v: v.claim.kind),
+    Column("text", lambda v: v.claim.text),
+    Column("outcome", lambda v: v.outcome),
+    Column("detail", lambda v: v.detail),
+    Column("paper_outcome", lambda v: v.paper_outcome),
+    Column("paper_detail", lambda v: v.paper_detail),
+    Column("source", lambda v: v.claim.source),
+    Column("seeds_needed", lambda v: v.seeds_needed),
+    Column("half_outcome", lambda v: v.half_outcome),
+    Column("budget_sufficient", lambda v: v.budget_sufficient),
+    Column("sequential_outcome", lambda v: v.sequential_outcome),
+    Column("sequential_seeds_needed", lambda v: v.sequential_seeds_needed),
+)
+
+
 def verdicts_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
-    """One row per claim: id, table, kind, text, outcome, detail, paper_outcome, paper_detail."""
-    rows = [
-        {
-            "id": v.claim.id,
-            "table": v.claim.table,
-            "kind": v.claim.kind,
-            "text": v.claim.text,
-            "outcome": v.outcome,
-            "detail": v.detail,
-            "paper_outcome": v.paper_outcome,
-            "paper_detail": v.paper_detail,
-            "source": v.claim.source,
-            "seeds_needed": v.seeds_needed,
-            "half_outcome": v.half_outcome,
-            "budget_sufficient": v.budget_sufficient,
-            "sequential_outcome": v.sequential_outcome,
-            "sequential_seeds_needed": v.sequential_seeds_needed,
-        }
-        for v in verdicts
-    ]
-    columns = [
-        "id",
-        "table",
-        "kind",
-        "text",
-        "outcome",
-        "detail",
-        "paper_outcome",
-        "paper_detail",
-        "source",
-        "seeds_needed",
-        "half_outcome",
-        "budget_sufficient",
-        "sequential_outcome",
-        "sequential_seeds_needed",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per claim, the columns of ``VERDICT_COLUMNS``."""
+    return frame_of(verdicts, VERDICT_COLUMNS)

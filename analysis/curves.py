@@ -18,50 +18,51 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
+from analysis.columns import Column, frame_of
 from analysis.plots import save_png_svg
 from analysis.stats import Comparison, compare, seed_icc
+from analysis.tables import BuiltTable
+
+# A learning-curve point of one run: (the run's record row, the point of its curve).
+_RunPoint = tuple[Mapping[str, Any], Mapping[str, Any]]
+CURVE_COLUMNS: tuple[Column[_RunPoint], ...] = (
+    Column("spec_id", lambda rp: rp[0]["spec_id"]),
+    Column("recipe_id", lambda rp: rp[0]["recipe_id"]),
+    Column("dataset_id", lambda rp: rp[0]["dataset_id"]),
+    Column("seed", lambda rp: rp[0]["seed"]),
+    Column("iteration", lambda rp: rp[1].get("iteration")),
+    Column("images", lambda rp: rp[1].get("images")),
+    Column("miou_pct", lambda rp: 100.0 * float(rp[1]["miou"])),
+)
 
 
 def curve_points(records: pd.DataFrame) -> pd.DataFrame:
-    """Long frame of every learning-curve point: spec_id, recipe_id, seed, iteration,
-    images, miou_pct (ok records with a curve only)."""
-    rows = []
+    """Long frame of every learning-curve point, the columns of ``CURVE_COLUMNS`` (ok
+    records with a curve only)."""
+    points: list[_RunPoint] = []
     for rec in records[records["status"] == "ok"].to_dict("records"):
         curve = rec.get("curve")
         if not isinstance(curve, list):
             continue
-        for point in curve:
-            if point.get("miou") is None:
-                continue
-            rows.append(
-                {
-                    "spec_id": rec["spec_id"],
-                    "recipe_id": rec["recipe_id"],
-                    "dataset_id": rec["dataset_id"],
-                    "seed": rec["seed"],
-                    "iteration": point.get("iteration"),
-                    "images": point.get("images"),
-                    "miou_pct": 100.0 * float(point["miou"]),
-                }
-            )
-    columns = ["spec_id", "recipe_id", "dataset_id", "seed", "iteration", "images", "miou_pct"]
-    return pd.DataFrame(rows, columns=columns)
+        points += [(rec, point) for point in curve if point.get("miou") is not None]
+    return frame_of(points, CURVE_COLUMNS)
 
 
 def plot_learning_curves(
-    table: pd.DataFrame, records: pd.DataFrame, out_stem: Path, title: str
+    table: BuiltTable, records: pd.DataFrame, out_stem: Path, title: str
 ) -> list[Path] | None:
-    """One line per row of a ``build_table`` frame; None when no row has a curve."""
-    points = curve_points(records[records["dataset_id"] == table.attrs.get("dataset_id")])
+    """One line per row of a ``build_table`` result; None when no row has a curve."""
+    points = curve_points(records[records["dataset_id"] == table.dataset_id])
     fig = Figure(figsize=(7.0, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -69,7 +70,7 @@ def plot_learning_curves(
     # training images seen; records whose curve lacks them are drawn against iterations
     x = "images" if points["images"].notna().all() else "iteration"
     points = points.assign(**{x: points[x].astype(float)})
-    for rec in table.dropna(subset=["spec_id"]).to_dict("records"):
+    for rec in table.frame.dropna(subset=["spec_id"]).to_dict("records"):
         mine = points[
             (points["spec_id"] == rec["spec_id"]) & (points["recipe_id"] == rec["recipe_id"])
         ]
@@ -106,13 +107,12 @@ class RankAgreement:
         )
 
 
-def rank_agreement(table: pd.DataFrame) -> RankAgreement:
+def rank_agreement(table: BuiltTable) -> RankAgreement:
     """How much the rows' ranking changed over the last doubling of the budget."""
-    values = table.attrs.get("seed_values", {})
     pairs = [
-        (sum(v["half"]) / len(v["half"]), sum(v["final"]) / len(v["final"]))
-        for v in values.values()
-        if v.get("half") and v.get("final")
+        (sum(v.half) / len(v.half), sum(v.final) / len(v.final))
+        for v in table.seed_values.values()
+        if v.half and v.final
     ]
     if len(pairs) < 3:
         return RankAgreement(None, len(pairs), None)

@@ -18,28 +18,30 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.tables import BuiltTable
 from searchspace.atomic import replacing
 from searchspace.tables import PAPER_DIR
 
 HEADLINE_CSV = PAPER_DIR / "bisenetv2_headline.csv"
 XAxis = Literal["latency_ms", "fps"]
-POINT_COLUMNS = ("label", "latency_ms", "fps", "miou_pct", "miou_std_pct", "n_seeds")
 
 
-def points_from_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One point per measured row of a ``build_table`` frame (rows without data dropped)."""
-    sel = table.dropna(subset=["latency_ms", "miou_pct"])
+def points_from_table(table: BuiltTable) -> pd.DataFrame:
+    """One point per measured row of a ``build_table`` result (rows without data dropped):
+    label, latency_ms, fps, miou_pct, miou_std_pct, n_seeds."""
+    sel = table.frame.dropna(subset=["latency_ms", "miou_pct"])
+    latency = sel["latency_ms"].astype(float)
     out = pd.DataFrame(
         {
             "label": sel["row"].astype(str),
-            "latency_ms": sel["latency_ms"].astype(float),
+            "latency_ms": latency,
+            "fps": 1000.0 / latency,
             "miou_pct": sel["miou_pct"].astype(float),
             "miou_std_pct": sel["miou_std_pct"].astype(float),
             "n_seeds": sel["n_seeds"],
         }
     )
-    out["fps"] = 1000.0 / out["latency_ms"]
-    return out[list(POINT_COLUMNS)].reset_index(drop=True)
+    return out.reset_index(drop=True)
 
 
 def paper_points(path: Path | str = HEADLINE_CSV) -> pd.DataFrame:

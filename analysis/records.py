@@ -1,108 +1,25 @@
 """Result records as a tidy DataFrame: one row per run, units in the column names.
 
 The record itself (key, layout, validation, reading a file) is ``searchspace/records.py``,
-shared with the store that writes it. A corrupt file is reported (logged, and listed in
-``frame.attrs["problems"]``) and skipped, never guessed at.
+shared with the store that writes it. A corrupt file is reported (logged, and appended to
+the ``problems`` list the caller passes in) and skipped, never guessed at.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis.columns import Column, frame_of, row_of
 from searchspace.errors import StoreError
 from searchspace.records import check_record, iter_records, records_root
 
 log = logging.getLogger(__name__)
-
-# --- the tidy frame ---------------------------------------------------------------------
-
-COLUMNS = (
-    "spec_id",
-    "recipe_id",
-    "dataset_id",
-    "seed",
-    "status",
-    "reason",
-    "spec_string",
-    "recipe_name",
-    "dataset_label",
-    "is_builtin",
-    "dataset_kind",
-    "num_classes",
-    "miou",
-    "miou_half",
-    "curve",
-    "per_image",
-    "pixel_acc",
-    "params",
-    "params_total",
-    "macs",
-    "gmacs",
-    "macs_input_hw",
-    "latency_ms",
-    "latency_p95_ms",
-    "latency_iqr_ms",
-    "latency_repeats",
-    "latency_input_hw",
-    "latency_batch",
-    "latency_device",
-    "latency_threads",
-    "latency_dtype",
-    "latency_others_busy",
-    "latency_contended",
-    "train_iterations",
-    "train_images",
-    "train_seconds",
-    "train_images_per_s",
-    "train_final_loss",
-    "train_precision",
-    "env_torch",
-    "env_python",
-    "env_device",
-    "env_device_name",
-    "env_cpu",
-    "env_hostname",
-    "started_at",
-    "finished_at",
-    "profile_s",
-    "train_s",
-    "eval_s",
-    "tables",
-    "path",
-)
-_INT_COLUMNS = (
-    "seed",
-    "num_classes",
-    "params",
-    "params_total",
-    "macs",
-    "latency_repeats",
-    "latency_batch",
-    "latency_threads",
-    "train_iterations",
-    "train_images",
-)
-_FLOAT_COLUMNS = (
-    "miou",
-    "miou_half",
-    "pixel_acc",
-    "gmacs",
-    "latency_ms",
-    "latency_p95_ms",
-    "latency_iqr_ms",
-    "latency_others_busy",
-    "train_seconds",
-    "train_images_per_s",
-    "train_final_loss",
-    "profile_s",
-    "train_s",
-    "eval_s",
-)
 
 
 def _hw(value: Any) -> str | None:
@@ -142,84 +59,126 @@ def train_precision(record: Mapping[str, Any]) -> str | None:
     return "fp16" if device.startswith("cuda") else "bf16"
 
 
+# --- the tidy frame ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A record's sections ({} when absent) and its file: what the column getters read."""
+
+    record: Mapping[str, Any]
+    path: str | None
+    key: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    latency: Mapping[str, Any]
+    train: Mapping[str, Any]
+    env: Mapping[str, Any]
+    timings: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    context: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], path: Path | str | None) -> _Source:
+        metrics = record.get("metrics") or {}
+        return cls(
+            record=record,
+            path=str(path) if path is not None else None,
+            key=record.get("key") or {},
+            metrics=metrics,
+            latency=metrics.get("latency_ms") or {},
+            train=record.get("train") or {},
+            env=record.get("env") or {},
+            timings=record.get("timings") or {},
+            dataset=record.get("dataset") or {},
+            context=record.get("context") or {},
+        )
+
+
+def _at(section: str, field: str) -> Callable[[_Source], Any]:
+    """The getter of ``field`` in one section of the record (None when absent)."""
+    return lambda s: getattr(s, section).get(field)
+
+
+def _gmacs(s: _Source) -> float | None:
+    macs = s.metrics.get("macs")
+    return macs / 1e9 if macs is not None else None
+
+
+# Every column of the tidy frame, in order: its name, where a record keeps its value, and
+# its dtype (nullable Int64 for counts, float64 for measurements, None: as read).
+RECORD_COLUMNS: tuple[Column[_Source], ...] = (
+    Column("spec_id", _at("key", "spec_id")),
+    Column("recipe_id", _at("key", "recipe_id")),
+    Column("dataset_id", _at("key", "dataset_id")),
+    Column("seed", _at("key", "seed"), "Int64"),
+    Column("status", _at("record", "status")),
+    Column("reason", _at("record", "reason")),
+    Column("spec_string", _at("record", "spec_string")),
+    Column("recipe_name", _at("record", "recipe_name")),
+    Column("dataset_label", _at("dataset", "label")),
+    Column("is_builtin", _at("dataset", "is_builtin"), "boolean"),
+    Column("dataset_kind", _at("dataset", "kind")),  # absent in records before it was stored
+    Column("num_classes", _at("dataset", "num_classes"), "Int64"),
+    Column("miou", _at("metrics", "miou"), "float64"),
+    Column("miou_half", lambda s: half_budget_miou(s.train.get("curve")), "float64"),
+    Column("curve", _at("train", "curve")),  # [{"iteration", "images", "miou"}], or None
+    Column("per_image", _at("metrics", "per_image")),  # {"ids", "intersection", "union"}, or None
+    Column("pixel_acc", _at("metrics", "pixel_acc"), "float64"),
+    Column("params", _at("metrics", "params"), "Int64"),
+    Column("params_total", _at("metrics", "params_total"), "Int64"),
+    Column("macs", _at("metrics", "macs"), "Int64"),
+    Column("gmacs", _gmacs, "float64"),
+    Column("macs_input_hw", lambda s: _hw(s.metrics.get("macs_input_hw"))),
+    Column("latency_ms", _at("latency", "median"), "float64"),
+    Column("latency_p95_ms", _at("latency", "p95"), "float64"),
+    Column("latency_iqr_ms", _at("latency", "iqr"), "float64"),
+    Column("latency_repeats", _at("latency", "repeats"), "Int64"),
+    Column("latency_input_hw", lambda s: _hw(s.latency.get("input_hw"))),
+    Column("latency_batch", _at("latency", "batch"), "Int64"),
+    Column("latency_device", _at("latency", "device")),
+    Column("latency_threads", _at("latency", "threads"), "Int64"),
+    Column("latency_dtype", _at("latency", "dtype")),
+    # CPUs other processes kept busy while it was timed (None in records made before)
+    Column("latency_others_busy", _at("latency", "others_busy_cpus"), "float64"),
+    Column("latency_contended", lambda s: bool(s.latency.get("contended"))),
+    Column("train_iterations", _at("train", "iterations"), "Int64"),
+    Column("train_images", _at("train", "images"), "Int64"),
+    Column("train_seconds", _at("train", "seconds"), "float64"),
+    Column("train_images_per_s", _at("train", "images_per_s"), "float64"),
+    Column("train_final_loss", _at("train", "final_loss"), "float64"),
+    Column("train_precision", lambda s: train_precision(s.record)),
+    Column("env_torch", _at("env", "torch")),
+    Column("env_python", _at("env", "python")),
+    Column("env_device", _at("env", "device")),
+    # what trained it: the GPU's name, or the CPU model (env.device_name)
+    Column("env_device_name", lambda s: s.env.get("device_name") or s.env.get("cpu")),
+    Column("env_cpu", _at("env", "cpu")),
+    Column("env_hostname", _at("env", "hostname")),
+    Column("started_at", _at("timings", "started_at")),
+    Column("finished_at", _at("timings", "finished_at")),
+    Column("profile_s", _at("timings", "profile_s"), "float64"),
+    Column("train_s", _at("timings", "train_s"), "float64"),
+    Column("eval_s", _at("timings", "eval_s"), "float64"),
+    Column("tables", lambda s: ";".join(s.context.get("tables") or ())),
+    Column("path", lambda s: s.path),
+)
+COLUMNS = tuple(c.name for c in RECORD_COLUMNS)
+
+
 def flatten_record(record: Mapping[str, Any], path: Path | str | None = None) -> dict[str, Any]:
     """One flat row of a record: units in column names, MACs also as GMACs (MACs / 1e9)."""
-    key = record.get("key") or {}
-    metrics = record.get("metrics") or {}
-    latency = metrics.get("latency_ms") or {}
-    train = record.get("train") or {}
-    env = record.get("env") or {}
-    timings = record.get("timings") or {}
-    dataset = record.get("dataset") or {}
-    context = record.get("context") or {}
-    macs = metrics.get("macs")
-    return {
-        "spec_id": key.get("spec_id"),
-        "recipe_id": key.get("recipe_id"),
-        "dataset_id": key.get("dataset_id"),
-        "seed": key.get("seed"),
-        "status": record.get("status"),
-        "reason": record.get("reason"),
-        "spec_string": record.get("spec_string"),
-        "recipe_name": record.get("recipe_name"),
-        "dataset_label": dataset.get("label"),
-        "is_builtin": dataset.get("is_builtin"),
-        "dataset_kind": dataset.get("kind"),  # absent in records before it was stored
-        "num_classes": dataset.get("num_classes"),
-        "miou": metrics.get("miou"),
-        "miou_half": half_budget_miou(train.get("curve")),
-        "curve": train.get("curve"),  # [{"iteration", "images", "miou"}], or None
-        "per_image": metrics.get("per_image"),  # {"ids", "intersection", "union"}, or None
-        "pixel_acc": metrics.get("pixel_acc"),
-        "params": metrics.get("params"),
-        "params_total": metrics.get("params_total"),
-        "macs": macs,
-        "gmacs": macs / 1e9 if macs is not None else None,
-        "macs_input_hw": _hw(metrics.get("macs_input_hw")),
-        "latency_ms": latency.get("median"),
-        "latency_p95_ms": latency.get("p95"),
-        "latency_iqr_ms": latency.get("iqr"),
-        "latency_repeats": latency.get("repeats"),
-        "latency_input_hw": _hw(latency.get("input_hw")),
-        "latency_batch": latency.get("batch"),
-        "latency_device": latency.get("device"),
-        "latency_threads": latency.get("threads"),
-        "latency_dtype": latency.get("dtype"),
-        # CPUs other processes kept busy while it was timed (None in records made before)
-        "latency_others_busy": latency.get("others_busy_cpus"),
-        "latency_contended": bool(latency.get("contended")),
-        "train_iterations": train.get("iterations"),
-        "train_images": train.get("images"),
-        "train_seconds": train.get("seconds"),
-        "train_images_per_s": train.get("images_per_s"),
-        "train_final_loss": train.get("final_loss"),
-        "train_precision": train_precision(record),
-        "env_torch": env.get("torch"),
-        "env_python": env.get("python"),
-        "env_device": env.get("device"),
-        # what trained it: the GPU's name, or the CPU model (env.device_name)
-        "env_device_name": env.get("device_name") or env.get("cpu"),
-        "env_cpu": env.get("cpu"),
-        "env_hostname": env.get("hostname"),
-        "started_at": timings.get("started_at"),
-        "finished_at": timings.get("finished_at"),
-        "profile_s": timings.get("profile_s"),
-        "train_s": timings.get("train_s"),
-        "eval_s": timings.get("eval_s"),
-        "tables": ";".join(context.get("tables") or ()),
-        "path": str(path) if path is not None else None,
-    }
+    return row_of(_Source.of(record, path), RECORD_COLUMNS)
 
 
 def records_to_frame(
     records: Iterable[Mapping[str, Any]], problems: list[str] | None = None
 ) -> pd.DataFrame:
-    """A tidy frame (one row per record, the columns of ``COLUMNS``) from record dicts.
+    """A tidy frame (one row per record, the columns of ``RECORD_COLUMNS``) from record dicts.
 
-    Dicts that fail validation are reported in ``frame.attrs["problems"]`` and skipped.
+    Dicts that fail validation are logged, appended to ``problems`` and skipped.
     """
     problems = [] if problems is None else problems
-    rows = []
+    sources = []
     for i, record in enumerate(records):
         try:
             check_record(record, f"record #{i}")
@@ -227,25 +186,18 @@ def records_to_frame(
             log.warning("%s; skipped", exc)
             problems.append(f"{exc}; skipped")
             continue
-        rows.append(flatten_record(record, record.get("_path")))
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    for name in _INT_COLUMNS:
-        frame[name] = frame[name].astype("Int64")
-    for name in _FLOAT_COLUMNS:
-        frame[name] = frame[name].astype("float64")
-    frame["is_builtin"] = frame["is_builtin"].astype("boolean")
-    frame.attrs["problems"] = list(problems)
-    return frame
+        sources.append(_Source.of(record, record.get("_path")))
+    return frame_of(sources, RECORD_COLUMNS)
 
 
-def load_stored_records(results_dir: Path | str) -> pd.DataFrame:
+def load_stored_records(results_dir: Path | str, problems: list[str] | None = None) -> pd.DataFrame:
     """``load_records`` for a command: a missing folder, or one without a usable record,
     is one StoreError line (saying how many files were corrupt)."""
     if not records_root(Path(results_dir)).is_dir():
         raise StoreError(f"results folder {results_dir} not found")
-    records = load_records(results_dir)
+    problems = [] if problems is None else problems
+    records = load_records(results_dir, problems)
     if records.empty:
-        problems = records.attrs.get("problems", [])
         if problems:
             raise StoreError(
                 f"no usable records in {results_dir}: {len(problems)} corrupt "
@@ -255,11 +207,13 @@ def load_stored_records(results_dir: Path | str) -> pd.DataFrame:
     return records
 
 
-def load_records(results_dir: Path | str) -> pd.DataFrame:
+def load_records(results_dir: Path | str, problems: list[str] | None = None) -> pd.DataFrame:
     """Every valid record below ``results_dir`` as a tidy frame; corrupt files are skipped.
 
-    ``frame.attrs["problems"]`` lists each skipped file with the reason (also logged).
+    Each skipped file is logged and, with the reason, appended to ``problems`` (the list
+    the caller passes, as ``searchspace.records.iter_records`` takes it): a frame carries
+    no side channel (no ``attrs``), so the report asks for the list it prints.
     """
-    problems: list[str] = []
+    problems = [] if problems is None else problems
     records = [{**rec, "_path": str(path)} for path, rec in iter_records(results_dir, problems)]
     return records_to_frame(records, problems)

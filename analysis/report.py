@@ -39,6 +39,7 @@ from analysis.records import load_stored_records
 from analysis.settle import SettleCost, format_hours, settle_costs
 from analysis.stats import MAX_SEEDS
 from analysis.tables import (
+    BuiltTable,
     as_recipe,
     build_table,
     dataset_classes,
@@ -118,12 +119,12 @@ def _half_cell(v: Verdict) -> str:
     return v.half_outcome
 
 
-def _lacking(frame: pd.DataFrame) -> str:
+def _lacking(table: BuiltTable) -> str:
     """Which measured rows come from records older than learning curves and per-image
     counts (they still give their final mIoU; they cannot give what they lack)."""
-    values = frame.attrs.get("seed_values", {})
-    no_curve = [r for r, v in values.items() if v.get("final") and not v.get("half")]
-    no_counts = [r for r, v in values.items() if v.get("final") and not v.get("per_image")]
+    values = table.seed_values
+    no_curve = [r for r, v in values.items() if v.final and not v.half]
+    no_counts = [r for r, v in values.items() if v.final and not v.per_image]
     notes = []
     if no_curve:
         notes.append(f"no learning curve (not every seed's record has one): {', '.join(no_curve)}")
@@ -134,10 +135,12 @@ def _lacking(frame: pd.DataFrame) -> str:
 
 # the paper's test mIoU of the presets whose speed this toolkit can measure (Table 7)
 _FIGURE1_MODELS = {"bisenetv2": "BiSeNetV2", "bisenetv2_l": "BiSeNetV2-L"}
+GPU_POINT_COLUMNS = ("label", "fps", "miou_pct", "device")
 
 
 def measured_gpu_points(records: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """This toolkit's GPU latency of the paper's two models, at their paper test mIoU."""
+    """This toolkit's GPU latency of the paper's two models, at their paper test mIoU (the
+    columns of ``GPU_POINT_COLUMNS``)."""
     rows = []
     for preset, method in _FIGURE1_MODELS.items():
         spec_id = get_preset(preset).spec_id
@@ -149,11 +152,8 @@ def measured_gpu_points(records: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFr
         test = paper.loc[paper["method"] == method, "test_miou"]
         for device, part in sel.groupby(sel["env_device"].fillna(sel["latency_device"])):
             latency = float(part["latency_ms"].median())
-            rows.append(
-                {"label": method, "fps": 1000.0 / latency, "miou_pct": float(test.iloc[0]),
-                 "device": str(device)}
-            )  # fmt: skip
-    return pd.DataFrame(rows, columns=["label", "fps", "miou_pct", "device"])
+            rows.append((method, 1000.0 / latency, float(test.iloc[0]), str(device)))
+    return pd.DataFrame(rows, columns=list(GPU_POINT_COLUMNS))
 
 
 def _figure1_section(records: pd.DataFrame, figures: Path, out: Path) -> str:
@@ -296,10 +296,12 @@ def render_report(
     dataset_id: str | None = None,
     tables: Sequence[str] | None = None,
     source: str = "",
+    problems: Sequence[str] = (),
 ) -> str:
     """The report's Markdown for ``records`` (``load_records``); figures are written now.
 
-    ``tables=None`` takes every table with at least one matching record.
+    ``tables=None`` takes every table with at least one matching record. ``problems``: the
+    files ``load_records`` skipped, listed in the report.
     """
     out = Path(out)
     base = as_recipe(recipe)
@@ -321,14 +323,14 @@ def render_report(
         built = {
             t: f
             for t, f in built.items()
-            if (f["n_seeds"].fillna(0) + f["n_failed"].fillna(0)).sum()
+            if (f.frame["n_seeds"].fillna(0) + f.frame["n_failed"].fillna(0)).sum()
         }
     if not built:
         raise UsageError(f"no records for recipe {base.name} on dataset {dataset_id!r}")
     used_ids = _recipe_ids(base, list(built))
     used = records[(records["dataset_id"] == dataset_id) & records["recipe_id"].isin(used_ids)]
     first = next(iter(built.values()))
-    label, builtin = first.attrs["dataset_label"], first.attrs["is_builtin"]
+    label, builtin = first.dataset_label, first.is_builtin
 
     figures = out.parent / f"{out.stem}_figures"
     parts = [
@@ -350,15 +352,14 @@ def render_report(
         f"{len(records) - len(used)} other records in the folder (other recipe, dataset or "
         "table) are not part of this report.\n"
     )
-    problems = records.attrs.get("problems") or []
     if problems:
         parts.append("Skipped files:\n\n" + "\n".join(f"- {p}" for p in problems) + "\n")
 
-    for name, frame in built.items():
-        parts.append(to_markdown(frame, heading_level=2))
-        points = points_from_table(frame)  # rows with both latency and mIoU
+    for name, table in built.items():
+        parts.append(to_markdown(table, heading_level=2))
+        points = points_from_table(table)  # rows with both latency and mIoU
         if not points.empty:
-            device = "; ".join(frame.attrs.get("latency_setups") or ["unknown device"])
+            device = "; ".join(table.latency_setups or ["unknown device"])
             paths = plot_speed_accuracy(
                 points,
                 figures / f"table_{name}",
@@ -371,13 +372,13 @@ def render_report(
         else:
             parts.append("No speed-accuracy plot: no row has both a latency and an mIoU.\n")
         curves = plot_learning_curves(
-            frame, used, figures / f"curves_{name}", f"Table {name}: learning curves"
+            table, used, figures / f"curves_{name}", f"Table {name}: learning curves"
         )
         if curves:
             png, svg = (os.path.relpath(p, out.parent) for p in curves)
             parts.append(f"![Table {name}: learning curves]({png})\n\n([SVG]({svg}))\n")
-        parts.append(f"Rank agreement of the rows: {rank_agreement(frame).describe()}.\n")
-        lacking = _lacking(frame)
+        parts.append(f"Rank agreement of the rows: {rank_agreement(table).describe()}.\n")
+        lacking = _lacking(table)
         if lacking:
             parts.append(lacking)
 
@@ -406,14 +407,21 @@ def write_report(
     """Load the records of ``results_dir`` and write the report to ``out``; returns ``out``."""
     results_dir, out = Path(results_dir), Path(out)
     recipe = as_recipe(recipe)  # a bad recipe text is the first thing reported
-    records = load_stored_records(results_dir)
+    problems: list[str] = []
+    records = load_stored_records(results_dir, problems)
     use_stored_table_files(results_dir)  # the user tables run into this folder, and claims
     try:  # before any figure is drawn: a bad --out fails first, in one line
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
     text = render_report(
-        records, out, recipe=recipe, dataset_id=dataset_id, tables=tables, source=str(results_dir)
+        records,
+        out,
+        recipe=recipe,
+        dataset_id=dataset_id,
+        tables=tables,
+        source=str(results_dir),
+        problems=problems,
     )
     try:
         write_text(out, text)

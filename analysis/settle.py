@@ -31,7 +31,7 @@ import pandas as pd
 
 from analysis.claims import Claim, Verdict
 from analysis.stats import MAX_SEEDS
-from analysis.tables import as_recipe, build_table
+from analysis.tables import BuiltTable, as_recipe, build_table
 from searchspace.recipes import Recipe
 
 
@@ -165,7 +165,7 @@ def settle_costs(
     """The cost to settle each accuracy claim the sequential rule leaves inconclusive,
     cheapest first (claims with no estimate, or beyond the cap, last)."""
     base = as_recipe(recipe)
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, BuiltTable] = {}
     out = []
     for v in verdicts:
         if v.sequential_outcome != "inconclusive":
@@ -188,23 +188,23 @@ def claim_rows(
     records: pd.DataFrame,
     recipe: Recipe | str,
     dataset_id: str | None,
-    cache: dict[str, pd.DataFrame] | None = None,
+    cache: dict[str, BuiltTable] | None = None,
 ) -> tuple[RowCost, ...]:
     """Each row of ``claim`` as it stands: the seeds of its ok records and its run times."""
     cache = {} if cache is None else cache
     if claim.table not in cache:
         cache[claim.table] = build_table(claim.table, records, as_recipe(recipe), dataset_id)
     table = cache[claim.table]
-    dataset = table.attrs.get("dataset_id")
+    frame, dataset = table.frame, table.dataset_id
     rows = []
     for name in claim.rows:
-        line = table[table["row"] == name].iloc[0]
+        line = frame[frame["row"] == name].iloc[0]
         runs = records[
             (records["spec_id"] == line["spec_id"])
             & (records["recipe_id"] == line["recipe_id"])
             & (records["dataset_id"] == dataset)
         ]
-        seeds = tuple(table.attrs["seed_values"].get(name, {}).get("seeds", ()))
+        seeds = table.seeds_of(name).seeds
         rows.append(row_cost(name, seeds, runs))
     return tuple(rows)
 

@@ -14,43 +14,94 @@ blank and every rendering says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
+from analysis.columns import typed_frame
 from searchspace.atomic import write_text
 from searchspace.errors import UsageError
 from searchspace.recipes import Recipe, parse_recipe
 from searchspace.tables import PaperRow, get_table
 
-TABLE_COLUMNS = (
-    "table",
-    "row",
-    "setting",
-    "spec_string",
-    "spec_id",
-    "recipe_changes",
-    "recipe_id",
-    "params",
-    "params_m",
-    "macs",
-    "gmacs_paper",
-    "gmacs",
-    "gmacs_delta_pct",
-    "latency_ms",
-    "latency_contended",
-    "miou_pct",
-    "miou_std_pct",
-    "n_seeds",
-    "n_failed",
-    "miou_paper_pct",
-    "miou_delta_pts",
-    "status",
-    "confidence",
-    "note",
-)
+# Every column of a built table, in order, with its dtype (None: as built): counts are
+# nullable Int64, measurements float64, the rest as the rows give them.
+TABLE_DTYPES: Mapping[str, str | None] = {
+    "table": None,
+    "row": None,
+    "setting": None,
+    "spec_string": None,
+    "spec_id": None,
+    "recipe_changes": None,
+    "recipe_id": None,
+    "params": "Int64",
+    "params_m": "float64",
+    "macs": "Int64",
+    "gmacs_paper": "float64",
+    "gmacs": "float64",
+    "gmacs_delta_pct": "float64",
+    "latency_ms": "float64",
+    "latency_contended": None,
+    "miou_pct": "float64",
+    "miou_std_pct": "float64",
+    "n_seeds": "Int64",
+    "n_failed": "Int64",
+    "miou_paper_pct": "float64",
+    "miou_delta_pts": "float64",
+    "status": None,
+    "confidence": None,
+    "note": None,
+}
+TABLE_COLUMNS = tuple(TABLE_DTYPES)
+
+
+@dataclass(frozen=True)
+class RowSeeds:
+    """One row's ok runs that have an mIoU, in seed order: the per-seed values the claims
+    compare (pairing rows by seed) and ``--settle`` extends."""
+
+    seeds: tuple[int, ...] = ()
+    final: tuple[float, ...] = ()  # mIoU (%) at the end of training
+    precision: tuple[str, ...] = ()  # what each seed trained in ("?": not recorded)
+    # mIoU (%) at half the budget: only when every seed has the point, else empty
+    half: tuple[float, ...] = ()
+    # per-image counts ({"ids", "intersection", "union"}) of every seed, only when every
+    # seed has them, else empty
+    per_image: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: a frame has no single truth value to compare
+class BuiltTable:
+    """A paper table beside the measured records (``build_table``): the frame, one row per
+    paper row, and what the renderers, claims and plots need to know about it, typed
+    (a DataFrame's ``attrs`` would carry it untyped, and copy it along every operation)."""
+
+    frame: pd.DataFrame  # the columns of TABLE_COLUMNS
+    table: str
+    title: str
+    recipe_name: str
+    recipe_id: str
+    dataset_id: str | None  # None: no records for these recipes
+    dataset_label: str
+    is_builtin: bool
+    input_hw: tuple[int, int]  # the paper's input size, at which GMACs are compared
+    comparable: bool  # measured mIoU comparable with the paper's (Cityscapes)
+    latency_setups: tuple[str, ...]  # how latency was measured, one line per setup
+    # training precision -> ok runs: a table can mix them (amp is bf16 only on CPUs with
+    # native bf16 kernels)
+    precisions: Mapping[str, int]
+    # the device each ok run trained on -> runs: runs of one table may come from several
+    # nodes of a cluster (--launcher slurm)
+    train_devices: Mapping[str, int]
+    seed_values: Mapping[str, RowSeeds]  # per runnable row (unsupported rows have none)
+    n_records: int  # records matched to the rows, ok and failed
+
+    def seeds_of(self, row: str) -> RowSeeds:
+        """The row's per-seed values (none for a row without runs)."""
+        return self.seed_values.get(row, RowSeeds())
 
 
 def as_recipe(recipe: Recipe | str) -> Recipe:
@@ -134,13 +185,14 @@ def build_table(
     records: pd.DataFrame,
     recipe: Recipe | str = "smoke",
     dataset_id: str | None = None,
-) -> pd.DataFrame:
+) -> BuiltTable:
     """Paper table ``table`` beside the measured records (the frame of ``load_records``).
 
-    One row per paper row, in the paper's order, with the columns of ``TABLE_COLUMNS``;
-    mIoU in percent (the paper's unit), params and MACs as integers, GMACs at 512x1024.
-    ``dataset_id=None`` takes the only dataset the records have for these recipes.
-    ``frame.attrs`` holds the table title, recipe, dataset label and ``is_builtin``.
+    Its frame has one row per paper row, in the paper's order, with the columns of
+    ``TABLE_COLUMNS``; mIoU in percent (the paper's unit), params and MACs as integers,
+    GMACs at 512x1024. ``dataset_id=None`` takes the only dataset the records have for
+    these recipes. The rest of the result says what the frame is of (title, recipe,
+    dataset, devices) and holds each row's per-seed values.
     """
     paper = get_table(table)
     base = as_recipe(recipe)
@@ -152,7 +204,7 @@ def build_table(
     num_classes = dataset_classes(records, dataset_id)
 
     rows, matched = [], []
-    seed_values: dict[str, dict[str, list[float]]] = {}
+    seed_values: dict[str, RowSeeds] = {}
     for row in paper.rows:
         out: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
         out.update(
@@ -183,21 +235,19 @@ def build_table(
         failed = mine[mine["status"] == "failed"]
         miou = ok["miou"].dropna() * 100.0
         ordered = ok.dropna(subset=["miou"]).sort_values("seed")
-        seed_values[row.row] = {
-            "seeds": [int(v) for v in ordered["seed"]],
-            "final": [100.0 * float(v) for v in ordered["miou"]],
-            "precision": [
+        seed_values[row.row] = RowSeeds(
+            seeds=tuple(int(v) for v in ordered["seed"]),
+            final=tuple(100.0 * float(v) for v in ordered["miou"]),
+            precision=tuple(
                 str(v) if isinstance(v, str) else "?" for v in ordered["train_precision"]
-            ],
-            # at half the budget: only when every seed has the point, else none
-            "half": [100.0 * float(v) for v in ordered["miou_half"]]
+            ),
+            half=tuple(100.0 * float(v) for v in ordered["miou_half"])
             if ordered["miou_half"].notna().all()
-            else [],
-            # per-image counts of every seed, only when every seed has them
-            "per_image": list(ordered["per_image"])
+            else (),
+            per_image=tuple(ordered["per_image"])
             if ordered["per_image"].map(lambda v: isinstance(v, dict)).all()
-            else [],
-        }
+            else (),
+        )
         # MACs are compared with the paper only when counted at the paper's input size
         hw = f"{row.input_hw[0]}x{row.input_hw[1]}"
         same_hw = mine[mine["macs_input_hw"].isna() | (mine["macs_input_hw"] == hw)]
@@ -231,14 +281,9 @@ def build_table(
             out["status"] = f"{len(ok)} ok, {len(failed)} failed: {reason}"
         rows.append(out)
 
-    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    for name in ("params", "macs", "n_seeds", "n_failed"):
-        frame[name] = frame[name].astype("Int64")
-    for name in ("params_m", "gmacs_paper", "gmacs", "gmacs_delta_pct", "latency_ms", "miou_pct"):
-        frame[name] = frame[name].astype("float64")
-    for name in ("miou_std_pct", "miou_paper_pct", "miou_delta_pts"):
-        frame[name] = frame[name].astype("float64")
-    frame.attrs.update(
+    runs = pd.concat(matched) if matched else None
+    return BuiltTable(
+        frame=typed_frame(rows, TABLE_DTYPES),
         table=table,
         title=paper.title,
         recipe_name=base.name,
@@ -248,18 +293,12 @@ def build_table(
         is_builtin=builtin,
         input_hw=paper.rows[0].input_hw,
         comparable=comparable,
-        latency_setups=_latency_setups(pd.concat(matched)) if matched else [],
-        # training precision -> ok runs: a table can mix them (amp is bf16 only on CPUs
-        # with native bf16 kernels)
-        precisions=_precision_counts(pd.concat(matched)) if matched else {},
-        # the device kind each ok run trained on: runs of one table may come from several
-        # nodes of a cluster (--launcher slurm)
-        train_devices=_device_counts(pd.concat(matched)) if matched else {},
-        # per row, per-seed mIoU (%) at the end and at half the budget (for the claims)
+        latency_setups=tuple(_latency_setups(runs)) if runs is not None else (),
+        precisions=_precision_counts(runs) if runs is not None else {},
+        train_devices=_device_counts(runs) if runs is not None else {},
         seed_values=seed_values,
         n_records=int(sum(len(m) for m in matched)),
     )
-    return frame
 
 
 def _device_counts(runs: pd.DataFrame) -> dict[str, int]:
@@ -272,37 +311,36 @@ def _precision_counts(runs: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in ok["train_precision"].fillna("?").value_counts().items()}
 
 
-def mixed_precision_rows(frame: pd.DataFrame) -> list[str]:
+def mixed_precision_rows(table: BuiltTable) -> list[str]:
     """Rows whose seeds trained in more than one precision."""
-    values = frame.attrs.get("seed_values", {})
-    return [r for r, v in values.items() if len(set(v.get("precision", []))) > 1]
+    return [r for r, v in table.seed_values.items() if len(set(v.precision)) > 1]
 
 
-def table_notes(frame: pd.DataFrame) -> list[str]:
+def table_notes(table: BuiltTable) -> list[str]:
     """What a reader must know before comparing the columns (data, recipe, units, device)."""
-    a = frame.attrs
+    frame = table.frame
     notes = []
-    if not a.get("n_records"):
+    if not table.n_records:
         notes.append("No measured records match this table: only the paper's numbers are shown.")
-    if a.get("dataset_id") is not None and a.get("is_builtin"):
+    if table.dataset_id is not None and table.is_builtin:
         notes.append(
-            f"DATA: {a['dataset_label']} [{a['dataset_id']}] is the toolkit's built-in "
+            f"DATA: {table.dataset_label} [{table.dataset_id}] is the toolkit's built-in "
             "synthetic dataset, NOT Cityscapes. Measured mIoU is NOT comparable with the "
             "paper's; compare rows with each other only (the delta column is left blank)."
         )
-    elif a.get("dataset_id") is not None and not a.get("comparable"):
+    elif table.dataset_id is not None and not table.comparable:
         notes.append(
-            f"Data: {a['dataset_label']} ({a['dataset_id']}) is not Cityscapes: measured mIoU "
-            "is not comparable with the paper's (the delta column is left blank)."
+            f"Data: {table.dataset_label} ({table.dataset_id}) is not Cityscapes: measured "
+            "mIoU is not comparable with the paper's (the delta column is left blank)."
         )
-    elif a.get("dataset_id") is not None:
-        notes.append(f"Data: {a['dataset_label']} ({a['dataset_id']}).")
-    if a.get("recipe_name") != "paper":
+    elif table.dataset_id is not None:
+        notes.append(f"Data: {table.dataset_label} ({table.dataset_id}).")
+    if table.recipe_name != "paper":
         notes.append(
-            f"Recipe {a.get('recipe_name')} ({a.get('recipe_id')}) is not the paper's "
+            f"Recipe {table.recipe_name} ({table.recipe_id}) is not the paper's "
             "training protocol: absolute mIoU is far from converged."
         )
-    h, w = a.get("input_hw") or (512, 1024)
+    h, w = table.input_hw
     notes.append(
         f"GMACs: multiply-adds at a {h}x{w} (HxW) input, the paper's 'GFLOPs' "
         "(GFLOPs = 2 x GMACs). mIoU in %: mean over seeds, std = sample std (blank for one seed)."
@@ -315,17 +353,17 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
                 " kept CPUs busy while they were timed. Re-time on a quiet machine:"
                 " python -m runners.ablate --remeasure-latency."
             )
-    precisions = a.get("precisions") or {}
+    precisions = table.precisions
     if len(precisions) > 1:
         counts = ", ".join(f"{k} in {v}" for k, v in sorted(precisions.items()))
-        mixed = mixed_precision_rows(frame)
+        mixed = mixed_precision_rows(table)
         within = f" Rows with seeds in both: {', '.join(mixed)}." if mixed else ""
         notes.append(
             f"Training precision differs between runs: {counts} (the recipe's amp runs "
             "bf16 only on CPUs with native bf16 kernels, else fp32). Comparisons across "
             f"precisions include any effect of the precision itself.{within}"
         )
-    devices = a.get("train_devices") or {}
+    devices = table.train_devices
     if len(devices) > 1:
         counts = ", ".join(f"{k} in {v}" for k, v in sorted(devices.items()))
         notes.append(
@@ -333,7 +371,7 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
             "device kinds (kernels, precision); compare rows trained on the same kind where "
             "it matters."
         )
-    setups = a.get("latency_setups") or []
+    setups = table.latency_setups
     if setups:
         notes.append(
             "Latency: median of each run's median, measured on "
@@ -345,23 +383,34 @@ def table_notes(frame: pd.DataFrame) -> list[str]:
 
 # --- rendering ---------------------------------------------------------------------------
 
-# (column, header, format) of the rendered tables
-DISPLAY: tuple[tuple[str, str, str], ...] = (
-    ("row", "Row", "s"),
-    ("setting", "Setting", "s"),
-    ("spec_string", "Spec", "code"),
-    ("params_m", "Params (M)", ".2f"),
-    ("gmacs_paper", "GMACs paper", ".2f"),
-    ("gmacs", "GMACs measured", ".2f"),
-    ("gmacs_delta_pct", "Δ GMACs %", "+.1f"),
-    ("latency_ms", "Latency ms", ".1f"),
-    ("miou_pct", "mIoU measured", ".2f"),
-    ("miou_std_pct", "std", ".2f"),
-    ("n_seeds", "n", "n"),
-    ("miou_paper_pct", "mIoU paper", ".2f"),
-    ("miou_delta_pts", "Δ mIoU", "+.2f"),
-    ("status", "Status", "s"),
+
+class Shown(NamedTuple):
+    """One column of the rendered tables: the frame column it shows, its header, and its
+    cell format (``format_cell``)."""
+
+    column: str
+    header: str
+    fmt: str
+
+
+# the rendered tables' columns, in order (a view of TABLE_COLUMNS)
+DISPLAY: tuple[Shown, ...] = (
+    Shown("row", "Row", "s"),
+    Shown("setting", "Setting", "s"),
+    Shown("spec_string", "Spec", "code"),
+    Shown("params_m", "Params (M)", ".2f"),
+    Shown("gmacs_paper", "GMACs paper", ".2f"),
+    Shown("gmacs", "GMACs measured", ".2f"),
+    Shown("gmacs_delta_pct", "Δ GMACs %", "+.1f"),
+    Shown("latency_ms", "Latency ms", ".1f"),
+    Shown("miou_pct", "mIoU measured", ".2f"),
+    Shown("miou_std_pct", "std", ".2f"),
+    Shown("n_seeds", "n", "n"),
+    Shown("miou_paper_pct", "mIoU paper", ".2f"),
+    Shown("miou_delta_pts", "Δ mIoU", "+.2f"),
+    Shown("status", "Status", "s"),
 )
+_SHOWN_AT = {d.column: i for i, d in enumerate(DISPLAY)}  # column -> position
 
 
 def _blank(value: Any) -> bool:
@@ -384,18 +433,18 @@ def format_cell(value: Any, fmt: str) -> str:
 
 
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
-    headers = [h for _, h, _ in DISPLAY]
-    aligns = ["l" if f in ("s", "code") else "r" for _, _, f in DISPLAY]
+    headers = [d.header for d in DISPLAY]
+    aligns = ["l" if d.fmt in ("s", "code") else "r" for d in DISPLAY]
     body = []
     for rec in frame.to_dict("records"):
-        cells = [format_cell(rec[c], f) for c, _, f in DISPLAY]
+        cells = [format_cell(rec[d.column], d.fmt) for d in DISPLAY]
         if not _blank(
             rec.get("recipe_changes")
         ):  # e.g. OHEM: same spec as the row above, other loss
-            i = [c for c, _, _ in DISPLAY].index("spec_string")
+            i = _SHOWN_AT["spec_string"]
             cells[i] = f"{cells[i]} + recipe {rec['recipe_changes']}"
         if rec.get("latency_contended") is True and rec.get("latency_ms") is not None:
-            i = [c for c, _, _ in DISPLAY].index("latency_ms")
+            i = _SHOWN_AT["latency_ms"]
             cells[i] += " !"
         body.append(cells)
     return headers, body, aligns
@@ -415,20 +464,20 @@ def markdown_grid(
     return "\n".join(lines)
 
 
-def _title(frame: pd.DataFrame) -> str:
-    return f"Table {frame.attrs.get('table')}: {frame.attrs.get('title')}"
+def _title(table: BuiltTable) -> str:
+    return f"Table {table.table}: {table.title}"
 
 
-def to_markdown(frame: pd.DataFrame, heading_level: int = 3) -> str:
+def to_markdown(table: BuiltTable, heading_level: int = 3) -> str:
     """The table with its title and notes (data label first), as Markdown."""
-    headers, body, aligns = _cells(frame)
-    code_cols = [i for i, (_, _, f) in enumerate(DISPLAY) if f == "code"]
+    headers, body, aligns = _cells(table.frame)
+    code_cols = [i for i, d in enumerate(DISPLAY) if d.fmt == "code"]
     for row in body:
         for i in code_cols:
             row[i] = f"`{row[i]}`" if row[i] else ""
             row[i] = row[i].replace(" + recipe ", "` + recipe `") if row[i] else ""
-    notes = "\n".join(f"> {n}" for n in table_notes(frame))
-    return f"{'#' * heading_level} {_title(frame)}\n\n{notes}\n\n{markdown_grid(headers, body, aligns)}\n"
+    notes = "\n".join(f"> {n}" for n in table_notes(table))
+    return f"{'#' * heading_level} {_title(table)}\n\n{notes}\n\n{markdown_grid(headers, body, aligns)}\n"
 
 
 _LATEX_ESCAPES = {
@@ -450,10 +499,10 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def to_latex(frame: pd.DataFrame) -> str:
+def to_latex(table: BuiltTable) -> str:
     """A booktabs ``table`` environment; the notes become the caption."""
-    headers, body, aligns = _cells(frame)
-    caption = latex_escape(_title(frame) + ". " + " ".join(table_notes(frame)))
+    headers, body, aligns = _cells(table.frame)
+    caption = latex_escape(_title(table) + ". " + " ".join(table_notes(table)))
     lines = [
         r"\begin{table}[t]",
         r"\centering\small",
@@ -468,14 +517,13 @@ def to_latex(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(frame: pd.DataFrame, path: Path | str | None = None) -> str:
+def to_csv(table: BuiltTable, path: Path | str | None = None) -> str:
     """Every column unrounded, plus the dataset and recipe, so the file describes itself."""
-    a = frame.attrs
-    out = frame.assign(
-        dataset_id=a.get("dataset_id"),
-        dataset_label=a.get("dataset_label"),
-        is_builtin=a.get("is_builtin"),
-        recipe_name=a.get("recipe_name"),
+    out = table.frame.assign(
+        dataset_id=table.dataset_id,
+        dataset_label=table.dataset_label,
+        is_builtin=table.is_builtin,
+        recipe_name=table.recipe_name,
     )
     text = out.to_csv(index=False, lineterminator="\n")
     if path is not None:

@@ -54,7 +54,9 @@ def fixture_recipe(fixture_records: pd.DataFrame):
 
 
 def test_fixture_loads_and_matches_the_current_table_specs(fixture_records, fixture_recipe):
-    assert len(fixture_records) == 18 and fixture_records.attrs["problems"] == []
+    problems: list[str] = []
+    assert len(load_records(FIXTURE, problems)) == 18 and problems == []
+    assert len(fixture_records) == 18
     assert (fixture_records["status"] == "failed").sum() == 1
     assert set(fixture_records["seed"]) == {0, 1}
     assert fixture_records["is_builtin"].all()
@@ -67,7 +69,7 @@ def test_fixture_loads_and_matches_the_current_table_specs(fixture_records, fixt
 
 def test_table_beside_the_paper(fixture_records, fixture_recipe):
     table = build_table("2", fixture_records, fixture_recipe)
-    bga = table.set_index("row").loc["bga"]
+    bga = table.frame.set_index("row").loc["bga"]
     assert bga["miou_pct"] == pytest.approx(34.8)
     assert bga["miou_std_pct"] == pytest.approx(0.4243, abs=1e-4)
     assert bga["n_seeds"] == 2 and bga["miou_paper_pct"] == 69.67
@@ -75,7 +77,7 @@ def test_table_beside_the_paper(fixture_records, fixture_recipe):
     assert bga["gmacs_delta_pct"] == pytest.approx(0.127, abs=1e-3)
     assert bga["latency_ms"] == pytest.approx(456.55)
     assert pd.isna(bga["miou_delta_pts"])  # synthetic data: not comparable with the paper
-    assert table.set_index("row").loc["bga_booster_ohem", "status"] == "not run"
+    assert table.frame.set_index("row").loc["bga_booster_ohem", "status"] == "not run"
 
     md = to_markdown(table)
     assert "NOT Cityscapes" in md and "NOT comparable" in md
@@ -83,7 +85,7 @@ def test_table_beside_the_paper(fixture_records, fixture_recipe):
     assert "| 34.80 | 0.42 | 2 | 69.67 |  | ok |" in md
     assert "`v2` + recipe `loss=ohem` |  | 21.15 |" in md
 
-    lam = build_table("3a", fixture_records, fixture_recipe).set_index("row")
+    lam = build_table("3a", fixture_records, fixture_recipe).frame.set_index("row")
     assert lam.loc["lambda_1_16", "n_seeds"] == 1 and lam.loc["lambda_1_16", "n_failed"] == 1
     assert lam.loc["lambda_1_16", "status"].startswith("1 ok, 1 failed: training diverged")
     assert pd.isna(lam.loc["lambda_1_16", "miou_std_pct"])
@@ -94,7 +96,7 @@ def test_table_beside_the_paper(fixture_records, fixture_recipe):
     assert list(csv["row"]) == [r.row for r in get_table("2").rows]
     assert csv["is_builtin"].all() and csv.loc[4, "miou_pct"] == pytest.approx(34.8)
 
-    unsupported = build_table("6", fixture_records, fixture_recipe).set_index("row")
+    unsupported = build_table("6", fixture_records, fixture_recipe).frame.set_index("row")
     assert unsupported.loc["resnet18", "status"].startswith("unsupported: needs ImageNet")
 
 
@@ -144,7 +146,7 @@ def test_delta_is_shown_for_real_data_and_datasets_are_not_mixed():
     )
     with pytest.raises(UsageError, match="several datasets"):
         build_table("2", records, "smoke")
-    table = build_table("2", records, "smoke", dataset_id="cityscapes").set_index("row")
+    table = build_table("2", records, "smoke", dataset_id="cityscapes").frame.set_index("row")
     assert table.loc["bga", "miou_delta_pts"] == pytest.approx(69.5 - 69.67)
     assert "NOT Cityscapes" not in to_markdown(build_table("2", records, "smoke", "cityscapes"))
 
@@ -585,9 +587,9 @@ def test_a_row_timed_on_a_contended_cpu_is_marked(fixture_records, fixture_recip
     records = fixture_records.copy()
     assert not records["latency_contended"].any()  # made before the flag: read as quiet
     table = build_table("2", records, fixture_recipe)
-    assert not table["latency_contended"].any()
+    assert not table.frame["latency_contended"].any()
     assert "UNRELIABLE" not in to_markdown(table)
-    sid = table.set_index("row").loc["sum", "spec_id"]
+    sid = table.frame.set_index("row").loc["sum", "spec_id"]
     records.loc[records["spec_id"] == sid, "latency_contended"] = True
     md = to_markdown(build_table("2", records, fixture_recipe))
     assert "LATENCY UNRELIABLE for sum (marked !)" in md
@@ -636,7 +638,8 @@ def test_a_row_with_an_extra_seed_is_compared_with_all_its_seeds():
     (v,) = evaluate_claims(records, "smoke", claims=[claim])
     assert "bga_booster 32.02 (n=6) > bga 29.98 (n=5)" in v.detail
     assert "paired by seed" not in v.detail and v.outcome == "supported"
-    assert build_table("2", records, "smoke").set_index("row").loc["bga_booster", "n_seeds"] == 6
+    built = build_table("2", records, "smoke")
+    assert built.frame.set_index("row").loc["bga_booster", "n_seeds"] == 6
 
 
 def test_environment_section_marks_untimed_runs() -> None:

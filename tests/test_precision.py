@@ -76,12 +76,12 @@ def test_a_table_that_mixes_precisions_says_so() -> None:
 
     same = [rec("bga", s, 0.3, "bf16") for s in (0, 1)] + [rec("sum", 0, 0.3, "bf16")]
     table = build_table("2", records_to_frame(same), "smoke")
-    assert table.attrs["precisions"] == {"bf16": 3}
+    assert table.precisions == {"bf16": 3}
     assert not any("precision" in n for n in table_notes(table))
 
     mixed = [rec("bga", 0, 0.3, "bf16"), rec("bga", 1, 0.3, "fp32"), rec("sum", 0, 0.3, "fp32")]
     table = build_table("2", records_to_frame(mixed), "smoke")
-    assert table.attrs["precisions"] == {"bf16": 1, "fp32": 2}
+    assert table.precisions == {"bf16": 1, "fp32": 2}
     assert mixed_precision_rows(table) == ["bga"]
     note = next(n for n in table_notes(table) if "precision" in n)
     assert "bf16 in 1, fp32 in 2" in note and "Rows with seeds in both: bga." in note
@@ -97,7 +97,7 @@ def test_a_table_trained_on_several_device_kinds_says_so() -> None:
 
     one = [rec("bga", 0, "NVIDIA A100"), rec("sum", 0, "NVIDIA A100")]
     table = build_table("2", records_to_frame(one), "smoke")
-    assert table.attrs["train_devices"] == {"NVIDIA A100": 2}
+    assert table.train_devices == {"NVIDIA A100": 2}
     assert not any("different devices" in n for n in table_notes(table))
     two = [*one, rec("bga", 1, "NVIDIA V100")]
     table = build_table("2", records_to_frame(two), "smoke")

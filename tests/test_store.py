@@ -372,8 +372,9 @@ def test_corrupt_records_are_reported_skipped_and_never_overwritten(tmp_path: Pa
     for k in (bad_json, moved, old_schema):
         assert str(store.path(k)) in reported
     assert "bad JSON" in reported and "does not match" in reported and "schema=0" in reported
-    frame = load_records(tmp_path)
-    assert len(frame) == 1 and len(frame.attrs["problems"]) == 3
+    problems: list[str] = []
+    frame = load_records(tmp_path, problems)
+    assert len(frame) == 1 and len(problems) == 3
     assert not store.exists(bad_json)
 
     out = run_once(store, [bad_json], lambda k, _lock, _at: make_record(k))
