@@ -298,10 +298,13 @@ def test_search_workers_array_with_one_killed_mid_trial(
     at(f"submitted 2 workers as array {array} on {kind}")
 
     def a_training_worker() -> dict | None:
-        h = holder(results)
-        return (
-            h if h and h.get("array_job_id") == array and (h.get("iteration") or 0) >= 5 else None
-        )
+        # the run locks (which note the iteration), not the journal's trial locks
+        live = Locks(results / LOCKS_DIRNAME, 600, 600).live_holders().values()
+        return next(
+            (h for h in live
+             if h.get("array_job_id") == array and (h.get("iteration") or 0) >= 5),
+            None,
+        )  # fmt: skip
 
     victim = wait_until(a_training_worker, 180, "a worker mid-trial")
     os.kill(victim["pid"], signal.SIGKILL)
