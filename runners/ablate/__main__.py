@@ -106,7 +106,8 @@ def parser() -> ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--max-hours", type=float, default=None,
-        help="with --settle: hours of training at most, from the rows' stored train times",
+        help="with --settle: no round starts whose hours, estimated from the rows' stored "
+        "train times, would take the training spent past H",
     )  # fmt: skip
     add_slurm_arguments(p)
     return p
