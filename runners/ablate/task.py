@@ -118,12 +118,11 @@ def _threads_from_slurm() -> tuple[tuple[int, ...], int]:
     """One torch thread per CPU SLURM gave the task (its cgroup or ``--cpus-per-task``)."""
     import torch
 
-    from runners.cpus import usable_cpus
+    from runners.launch.slurm import task_cpus
 
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    n = min(int(cpus), usable_cpus()) if cpus.isdigit() else usable_cpus()
-    torch.set_num_threads(max(1, n))
-    return (), max(1, n)
+    n = task_cpus()
+    torch.set_num_threads(n)
+    return (), n
 
 
 def run_commands(commands: list[list[str]]) -> dict[str, Any]:

@@ -359,12 +359,7 @@ def squeue(job_ids: Sequence[str]) -> dict[str, QueuedJob] | None:
         if "Invalid job id" in proc.stderr:
             return {}  # every one of them finished and was purged
         return None
-    out = {}
-    for line in proc.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4 and parts[1] in ALIVE_STATES:
-            out[parts[0]] = QueuedJob(*parts)
-    return out
+    return {job.job: job for job in _alive(proc.stdout)}
 
 
 def jobs_named(name: str) -> list[QueuedJob] | None:
@@ -375,9 +370,12 @@ def jobs_named(name: str) -> list[QueuedJob] | None:
         ["squeue", "-h", "-r", "-n", name, "-o", "%i|%T|%r|%N"],
         capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False,
     )  # fmt: skip
-    if proc.returncode != 0:
-        return None
-    rows = [line.strip().split("|") for line in proc.stdout.splitlines()]
+    return _alive(proc.stdout) if proc.returncode == 0 else None
+
+
+def _alive(text: str) -> list[QueuedJob]:
+    """The unfinished jobs of squeue's ``%i|%T|%r|%N`` lines."""
+    rows = [line.strip().split("|") for line in text.splitlines()]
     return [QueuedJob(*r) for r in rows if len(r) == 4 and r[1] in ALIVE_STATES]
 
 
@@ -395,6 +393,15 @@ def this_job() -> str | None:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def task_cpus() -> int:
+    """CPUs this SLURM task may use: ``--cpus-per-task`` where set (never more than its
+    affinity allows), else every usable CPU. One torch thread each."""
+    from runners.cpus import usable_cpus
+
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return max(1, min(int(given), usable_cpus()) if given.isdigit() else usable_cpus())
 
 
 def requeue_this_job() -> bool:

@@ -8,7 +8,6 @@ database storage, or by the trial locks of ``stale`` on a journal file.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -123,12 +122,11 @@ def slurm_worker(cfg_dict: dict[str, Any], n_trials: int, index: int) -> dict[st
 
     import torch
 
-    from runners.launch.slurm import requeue_this_job
+    from runners.launch.slurm import requeue_this_job, task_cpus
     from runners.train import interrupt
 
     interrupt.install((signal.SIGTERM, signal.SIGUSR2))
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    torch.set_num_threads(max(1, int(cpus) if cpus.isdigit() else usable_cpus()))
+    torch.set_num_threads(task_cpus())
     print(
         f"search worker {index}: up to {n_trials} trials of study {cfg_dict['study']}", flush=True
     )
