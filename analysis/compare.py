@@ -228,7 +228,7 @@ def _seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--results-dir", required=True, type=Path, help="results folder")
     parser.add_argument("--a", required=True, help="side a: a preset, compact spec or JSON file")
@@ -256,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--equivalent", type=float, default=None, metavar="MARGIN",
         help="two one-sided tests: are a and b within MARGIN points of each other?",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.b is None and args.b_recipe is None and args.b_results_dir is None:
         raise UsageError(
             "side b is side a: change at least one of --b, --b-recipe, --b-results-dir"
@@ -281,4 +285,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     run_cli(main)
 
-__all__ = ["Side", "describe", "judge", "load_side", "main", "table_side"]
+__all__ = ["Side", "build_parser", "describe", "judge", "load_side", "main", "table_side"]

@@ -95,7 +95,3 @@ class TwoBranchSegNet(nn.Module):
     def inference_parameters(self) -> int:
         """Parameters that exist at inference: the booster heads excluded."""
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("boosters."))
-
-
-def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return resize(logits, size)

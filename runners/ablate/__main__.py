@@ -36,7 +36,7 @@ DEFAULT_RESULTS = Path("runs") / "results"
 ALIASES = {"pair": "6", "v2": "6"}
 
 
-def parser() -> ArgumentParser:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="runners.ablate", description=__doc__.splitlines()[0])
     p.add_argument(
         "--table",
@@ -135,7 +135,7 @@ def print_list(out=sys.stdout, names: Sequence[str] | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     check_args(args)
     tables = resolve_tables([_table_id(t.strip()) for t in (args.table or "").split(",")])
     table_ids = [t.table for t in tables]  # a table file's own id

@@ -69,10 +69,3 @@ def label_to_train(label_ids: np.ndarray) -> np.ndarray:
 def train_to_label(train_ids: np.ndarray) -> np.ndarray:
     """Map a trainIds array (e.g. a prediction) back to official labelIds."""
     return TRAIN_TO_LABEL[np.asarray(train_ids, dtype=np.uint8)]
-
-
-def colorize(train_ids: np.ndarray) -> np.ndarray:
-    """RGB visualisation of a trainIds map; ignored pixels are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:NUM_CLASSES] = PALETTE
-    return lut[np.asarray(train_ids, dtype=np.uint8)]

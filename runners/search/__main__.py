@@ -37,7 +37,7 @@ from searchspace.optuna_spaces import SPACES, get_space
 # --- command line ----------------------------------------------------------------------
 
 
-def parser() -> ArgumentParser:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="runners.search", description="Optuna search over BiSeNet design knobs")
     p.add_argument("--space", default="multipliers", help="search space: " + ", ".join(SPACES))
     p.add_argument("--study", required=True, help="study name (resumed if it exists)")
@@ -114,7 +114,7 @@ def read_points(path: Path, space_name: str) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if min(args.latency_hw) < 32:
         raise UsageError(
             f"--latency-hw {args.latency_hw[0]} {args.latency_hw[1]}: sizes must be >= 32"

@@ -26,7 +26,7 @@ def plain(record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
 
 
 def dataset_section(dataset: Any) -> dict[str, Any]:
-    """The record's ``dataset`` object from a ``runners.data.DataSource`` or a mapping."""
+    """The record's ``dataset`` object from a ``runners.data.source.DataSource`` or a mapping."""
     if isinstance(dataset, Mapping):
         data = dict(dataset)
         missing = [k for k in ("id", "label", "is_builtin") if k not in data]
@@ -59,7 +59,7 @@ def build_record(
 ) -> dict[str, Any]:
     """A schema-1 record for ``spec`` under ``recipe`` (a Recipe) on ``dataset``.
 
-    ``dataset`` is a ``runners.data.DataSource`` or a mapping with id, label, is_builtin,
+    ``dataset`` is a ``runners.data.source.DataSource`` or a mapping with id, label, is_builtin,
     num_classes, class_names. ``env`` defaults to ``runners.env.environment()``. Validated
     here, so a mistake surfaces before the run's time is spent on writing it.
     """
