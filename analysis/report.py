@@ -3,9 +3,10 @@
     python -m analysis.report --results-dir DIR [--recipe smoke] [--dataset ID]
                               [--tables 2,3a] --out report.md
 
-Figures go to ``<out stem>_figures/`` beside the report and are linked relatively, so the
-folder can be moved or committed as a whole. Everything is read from the records; no
-torch, nothing is run.
+Figures go to ``<out stem>_figures/`` beside the report, and each table also goes to
+``<out stem>_tables/table_<id>.tex`` (booktabs, for a paper) and ``.csv`` (every column
+unrounded, for a spreadsheet); all are linked relatively, so the folder can be moved or
+committed as a whole. Everything is read from the records; no torch, nothing is run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from analysis.tables import (
     markdown_grid,
     pick_dataset,
     row_recipe_ids,
+    to_csv,
+    to_latex,
     to_markdown,
 )
 from searchspace.atomic import write_text
@@ -288,6 +291,20 @@ def _claims_section(verdicts: Sequence[Verdict], costs: Sequence[SettleCost] = (
     return f"{summary}.\n\n{_open_claims_table(costs)}{budget}{rule}\n\n{sequential}\n\n{grid}\n"
 
 
+def _table_files(table: BuiltTable, stem: Path, out: Path) -> str:
+    """Write the table as LaTeX and CSV beside the report (the README promises both; a
+    paper wants the one, a spreadsheet the other) and link them."""
+    tex, csv = stem.with_suffix(".tex"), stem.with_suffix(".csv")
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        write_text(tex, to_latex(table))
+        to_csv(table, csv)
+    except OSError as exc:
+        raise StoreError(f"cannot write report table {stem}: {exc.strerror or exc}") from None
+    tex_rel, csv_rel = (os.path.relpath(p, out.parent) for p in (tex, csv))
+    return f"Also as [LaTeX]({tex_rel}) and [CSV]({csv_rel}).\n"
+
+
 def render_report(
     records: pd.DataFrame,
     out: Path | str,
@@ -355,8 +372,10 @@ def render_report(
     if problems:
         parts.append("Skipped files:\n\n" + "\n".join(f"- {p}" for p in problems) + "\n")
 
+    tables_dir = out.parent / f"{out.stem}_tables"
     for name, table in built.items():
         parts.append(to_markdown(table, heading_level=2))
+        parts.append(_table_files(table, tables_dir / f"table_{name}", out))
         points = points_from_table(table)  # rows with both latency and mIoU
         if not points.empty:
             device = "; ".join(table.latency_setups or ["unknown device"])
@@ -430,7 +449,7 @@ def write_report(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--results-dir", required=True, type=Path, help="results folder")
     parser.add_argument("--recipe", default="smoke", help="base recipe (smoke, paper, smoke:k=v)")
@@ -440,8 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="e.g. 2,3a or a .toml table file (default: all with results, and the user tables"
         " the folder keeps in tables/)",
     )  # fmt: skip
-    parser.add_argument("--out", required=True, type=Path, help="the Markdown file to write")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out", required=True, type=Path,
+        help="the Markdown file to write; beside it, OUT-STEM_figures/ (PNG and SVG plots) and"
+        " OUT-STEM_tables/ (each table as table_ID.tex and table_ID.csv)",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     path = write_report(
         args.results_dir,
         args.out,

@@ -430,6 +430,19 @@ def test_report_on_the_fixture(fixture_recipe, tmp_path: Path):
     assert "69.67" in text and "34.80" in text
     assert "![Table 2: speed vs accuracy](report_figures/table_2.png)" in text
     assert (tmp_path / "report_figures" / "table_3a.svg").exists()
+    # every table also as LaTeX and CSV beside the report, linked from it
+    assert (
+        "Also as [LaTeX](report_tables/table_2.tex) and [CSV](report_tables/table_2.csv)." in text
+    )
+    for name in ("2", "3a"):
+        tex = (tmp_path / "report_tables" / f"table_{name}.tex").read_text()
+        assert tex.startswith(r"\begin{table}") and r"\bottomrule" in tex
+        csv = pd.read_csv(tmp_path / "report_tables" / f"table_{name}.csv")
+        assert list(csv["row"]) == [r.row for r in get_table(name).rows]
+    tex2 = (tmp_path / "report_tables" / "table_2.tex").read_text()
+    assert "69.67" in tex2 and r"bga\_booster" in tex2
+    csv2 = pd.read_csv(tmp_path / "report_tables" / "table_2.csv")
+    assert csv2.loc[4, "miou_pct"] == pytest.approx(34.8) and csv2["is_builtin"].all()
     assert "## Claims" in text and "**supported**" in text and "**inconclusive**" in text
     assert "assumed" in text and "Seeds needed" in text
     assert "## Environment of the measurements" in text and "AMD EPYC (hand-made fixture)" in text
@@ -452,7 +465,7 @@ def test_report_cli_and_no_torch(tmp_path: Path, fixture_recipe):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
-    assert (tmp_path / "r.md").exists()
+    assert (tmp_path / "r.md").exists() and (tmp_path / "r_tables" / "table_2.csv").exists()
 
     bad = subprocess.run(
         [
