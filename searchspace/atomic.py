@@ -53,7 +53,7 @@ def temp_owner(path: Path) -> tuple[bool, int] | None:
     """(made on this host?, pid) of a temp file of ``temp_path``; None if it is not one."""
     if not (path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)):
         return None
-    parts = path.name[1 : -len(TEMP_SUFFIX)].split("~")
+    parts = path.name[1 : -len(TEMP_SUFFIX)].rsplit("~", 3)  # the name itself may hold "~"
     if len(parts) != 4 or not parts[2].isdigit():
         return None
     return parts[1] == _HOST_SAFE, int(parts[2])

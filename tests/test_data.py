@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,76 @@ def test_ensure_synth_caches_and_regenerates(tmp_path: Path) -> None:
     bigger = SynthConfig(train_count=3, val_count=1, height=64, width=128, seed=1)
     ensure_synth(root, bigger)  # another config: regenerated in place
     assert read_manifest(root)["counts"] == {"train": 3, "val": 1}
+
+
+# One generator of the race: it waits, with its partial folder made, until the other one
+# has made its own, so both generate at the same time.
+_GENERATOR = """
+import json, sys, time
+from pathlib import Path
+import runners.data.synth as synth
+
+root, config, me = Path(sys.argv[1]), synth.SynthConfig.from_dict(json.loads(sys.argv[2])), sys.argv[3]
+meet, generate = root.parent / "meet", synth.generate_synth
+
+def both_mid_build(tmp, *args, **kwargs):
+    (meet / me).touch()
+    deadline = time.monotonic() + 60
+    while len(list(meet.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return generate(tmp, *args, **kwargs)
+
+synth.generate_synth = both_mid_build
+synth.ensure_synth(root, config)
+"""
+
+
+def _race_synth(root: Path, config: SynthConfig) -> None:
+    meet = root.parent / "meet"
+    meet.mkdir(exist_ok=True)
+    for old in meet.iterdir():
+        old.unlink()
+    args = [sys.executable, "-c", _GENERATOR, str(root), json.dumps(config.to_dict())]
+    procs = [
+        subprocess.Popen(
+            [*args, me], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for me in ("a", "b")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(m.name for m in meet.iterdir()) == ["a", "b"]  # they did overlap
+
+
+def test_two_generators_at_once_leave_one_complete_dataset(tmp_path: Path) -> None:
+    """Same rule as the decoded cache (``runners.store.files.building_dir``): neither
+    removes the other's partial folder, the first finished dataset stays, a dead
+    generator's partial folder is removed and a live one's kept."""
+    from runners.store.files import DEAD_GRACE_S, partial_dir
+
+    root = tmp_path / "data"
+    here = partial_dir(root).name.rsplit("~", 3)[1]
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    dead_partial = tmp_path / f".data.partial~{here}~{dead.pid}~00000001.tmp"
+    live_partial = tmp_path / f".data.partial~{here}~{os.getpid()}~00000002.tmp"
+    for path in (dead_partial, live_partial):
+        path.mkdir()
+        then = time.time() - DEAD_GRACE_S - 60
+        os.utime(path, (then, then))
+
+    cfg = SynthConfig(train_count=3, val_count=1, height=64, width=128, seed=2)
+    _race_synth(root, cfg)
+    assert all_files(root) == all_files(ensure_synth(tmp_path / "alone", cfg))
+    assert not dead_partial.exists() and live_partial.is_dir()
+    live_partial.rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    bigger = SynthConfig(train_count=4, val_count=1, height=64, width=128, seed=2)
+    _race_synth(root, bigger)  # an old dataset, replaced by two generators at once
+    assert read_manifest(root)["counts"] == {"train": 4, "val": 1}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_ensure_synth_refuses_a_foreign_folder(tmp_path: Path) -> None:

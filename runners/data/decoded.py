@@ -6,10 +6,12 @@ once into two flat files, a sample is read by touching only the pages its crop s
 ``python -m runners.data cache --data cityscapes:PATH`` builds it; training uses it when
 it exists (``--decoded-cache DIR`` names another place).
 
-Safety: it is built in a hidden temporary folder and renamed into place only when every
-sample is written and the manifest is last, so a folder under the final name is always
-complete; a crash leaves at most a temporary folder, removed by the next build. The
-manifest fingerprints the dataset's files (relative paths, sizes, modification times),
+Safety: it is built in a hidden partial folder and renamed into place only when every
+sample is written and the manifest is last (``runners.store.files.building_dir``, the rule
+every cache follows), so a folder under the final name is always complete. Builders may
+race: each has its own partial folder, only dead builders' partials are removed, and the
+first finished cache stays. A stale cache is swapped out in one step where the system can
+(Linux). The manifest fingerprints the dataset's files (relative paths, sizes, modification times),
 so a cache of another dataset, or of files that changed since, is refused in one line.
 What it returns is exactly what ``PairedDataset.read`` returns (RGB and trainIds, the
 same checks ran when it was built), so training with or without it is identical and
@@ -30,6 +32,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from runners.data.cache import cache_root
+from runners.store.files import building_dir
 from searchspace.errors import DataError
 
 VERSION = 1
@@ -152,49 +155,72 @@ def build_cache(
     first_image, _ = dataset.read(0)
     h, w = first_image.shape[:2]
     need = sum(_expected_bytes(n, h, w).values())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder.parent).free
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder.parent).free
+    except OSError as exc:
+        raise DataError(
+            f"decoded cache {folder}: cannot write it ({exc.strerror or exc})"
+        ) from None
     if free < need * 1.02:
         raise DataError(
             f"decoded cache {folder}: needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
         )
-    tmp = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    for old in folder.parent.glob(f".{folder.name}.partial-*"):
-        shutil.rmtree(old, ignore_errors=True)  # left by a build that was killed
-    tmp.mkdir()
+
+    def keep(final: Path) -> bool:
+        """Another builder's up-to-date cache stays, and so does anything not a cache."""
+        if not (final / MANIFEST).is_file():
+            return True
+        try:
+            return open_cache(source, split, dataset, final) is not None
+        except DataError:
+            return False  # stale: ours replaces it
+
     try:
-        images = np.memmap(tmp / IMAGES, np.uint8, "w+", shape=(n, h, w, 3))
-        labels = np.memmap(tmp / LABELS, np.uint8, "w+", shape=(n, h, w))
-        for i in range(n):
-            image, label = dataset.read(i)
-            if image.shape[:2] != (h, w):
-                raise DataError(
-                    f"decoded cache: {dataset.samples[i][0]} is {image.shape[1]}x{image.shape[0]},"
-                    f" the first image {w}x{h}; a cache needs one image size"
-                )
-            images[i], labels[i] = image, label
-            if on_progress is not None:
-                on_progress(i + 1, n)
-        images.flush(), labels.flush()
-        del images, labels
-        manifest = {
-            "version": VERSION,
-            "data_id": source.data_id,
-            "root": str(Path(source.path).resolve()),
-            "split": split,
-            "count": n,
-            "height": h,
-            "width": w,
-            "files": fingerprint(dataset),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with building_dir(folder, keep) as tmp:
+            _write_cache(tmp, source, split, dataset, (n, h, w), on_progress)
+    except OSError as exc:
+        raise DataError(
+            f"decoded cache {folder}: cannot write it ({exc.strerror or exc})"
+        ) from None
     return folder, True
+
+
+def _write_cache(
+    tmp: Path,
+    source: Any,
+    split: str,
+    dataset: Any,
+    shape: tuple[int, int, int],
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """Every sample into ``tmp``, the manifest last."""
+    n, h, w = shape
+    images = np.memmap(tmp / IMAGES, np.uint8, "w+", shape=(n, h, w, 3))
+    labels = np.memmap(tmp / LABELS, np.uint8, "w+", shape=(n, h, w))
+    for i in range(n):
+        image, label = dataset.read(i)
+        if image.shape[:2] != (h, w):
+            raise DataError(
+                f"decoded cache: {dataset.samples[i][0]} is {image.shape[1]}x{image.shape[0]},"
+                f" the first image {w}x{h}; a cache needs one image size"
+            )
+        images[i], labels[i] = image, label
+        if on_progress is not None:
+            on_progress(i + 1, n)
+    images.flush(), labels.flush()
+    del images, labels
+    manifest = {
+        "version": VERSION,
+        "data_id": source.data_id,
+        "root": str(Path(source.path).resolve()),
+        "split": split,
+        "count": n,
+        "height": h,
+        "width": w,
+        "files": fingerprint(dataset),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 class CachedDataset(Dataset):

@@ -14,14 +14,11 @@ written last and is the "complete" marker.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import re
-import shutil
-import tempfile
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,6 +32,7 @@ from runners.cpus import usable_cpus
 from runners.data.cache import CACHE_ENV, cache_root
 from runners.data.labels import CLASS_NAMES, IGNORE_INDEX, LABEL_TO_TRAIN
 from runners.data.scene import render_scene
+from runners.store.files import building_dir
 from searchspace.atomic import write_json
 from searchspace.errors import DataError
 
@@ -178,7 +176,6 @@ def generate_synth(
     pixels = np.zeros(256, dtype=np.int64)
 
     def done(n: int) -> None:
-        os.utime(root)  # a fresh mtime: not a stale temp folder (see _remove_stale_temps)
         if bar is not None:
             bar.update(n)
 
@@ -242,9 +239,11 @@ def ensure_synth(
     """Return a complete synthetic dataset at ``root``, generating it only when needed.
 
     It is regenerated when ``synth.json`` is missing, when its config or generator version
-    differs, or with ``force``. Generation goes to a temporary folder beside ``root`` that
-    is renamed into place, so an interrupted run never leaves a dataset that looks complete.
-    A non-empty folder that this module did not write is refused rather than replaced.
+    differs, or with ``force``. Generation goes to a partial folder beside ``root`` that is
+    renamed into place (``runners.store.files.building_dir``, the rule every cache
+    follows), so an interrupted run never leaves a dataset that looks complete and
+    processes that generate at once never remove each other's work. A non-empty folder
+    that this module did not write is refused rather than replaced.
     """
     root = Path(root) if root is not None else default_synth_root()
     config = config or SynthConfig()
@@ -257,49 +256,20 @@ def ensure_synth(
             f"{root} is not empty and is not a generated dataset; refusing to overwrite it "
             "(choose an empty or new folder)"
         )
+
+    def keep(final: Path) -> bool:
+        """A matching dataset another process finished first stays (unless forced), and
+        so does a folder this module did not write."""
+        if not (final / OWNER_MARK).exists():
+            return True
+        return not force and manifest_matches(read_manifest(final), config)
+
     try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(root)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        with building_dir(root, keep) as tmp:
+            generate_synth(tmp, config, workers=workers, progress=progress)
     except OSError as exc:
         raise DataError(
             f"cannot create the synthetic dataset at {root}: {exc.strerror or exc} "
             f"(choose another folder with synth:PATH, ${DATA_ENV} or ${CACHE_ENV})"
         ) from None
-    try:
-        generate_synth(tmp, config, workers=workers, progress=progress)
-        _swap_into_place(tmp, root, config, force)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def _remove_stale_temps(root: Path, max_age_s: float = 3600.0) -> None:
-    """Delete temporary folders left beside ``root`` by generations killed long ago."""
-    now = time.time()
-    for prefix in (f".{root.name}.tmp-", f".{root.name}.old-"):
-        for path in root.parent.glob(f"{prefix}*"):
-            try:
-                if path.is_dir() and now - path.stat().st_mtime > max_age_s:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
-
-
-def _swap_into_place(tmp: Path, root: Path, config: SynthConfig, force: bool) -> None:
-    """Rename the freshly generated folder to ``root``, retiring an older dataset there."""
-    for _ in range(5):
-        try:
-            os.rename(tmp, root)  # fails if root exists and is not empty
-            return
-        except OSError:
-            if not root.exists():
-                continue
-        if not force and manifest_matches(read_manifest(root), config):
-            return  # another process finished the same dataset first
-        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        with contextlib.suppress(FileNotFoundError):  # another process moved it already
-            os.rename(root, old / "data")
-        shutil.rmtree(old, ignore_errors=True)
-    raise DataError(f"could not move the generated dataset into place at {root}")
