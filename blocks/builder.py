@@ -19,11 +19,19 @@ from blocks.aggregation import (
     SemanticOnly,
     SumFusion,
 )
+from blocks.backbones import MobileNetV2, ResNet18, ShuffleNetV2
 from blocks.detail import DetailBranch
 from blocks.layers import kaiming_init
 from blocks.model import SegHead, TwoBranchSegNet
-from blocks.semantic import BlockFactory, GELayer, InvertedBottleneck, SemanticBranch
-from blocks.v1 import ContextPath, ResNet18, SpatialPath, Xception39
+from blocks.semantic import (
+    BackboneBranch,
+    BlockFactory,
+    GELayer,
+    InvertedBottleneck,
+    SemanticBranch,
+)
+from blocks.v1 import ContextPath, SpatialPath, Xception39
+from searchspace import backbones
 from searchspace.errors import SpecError
 from searchspace.v1 import XCEPTION_EXPANSION, BiSeNetV1Spec, V1Plan
 from searchspace.v1 import resolve as resolve_v1
@@ -54,23 +62,41 @@ def _semantic_block(spec: BiSeNetV2Spec) -> BlockFactory:
     return lambda i, o, s: make(i, o, stride=s)
 
 
+def imagenet_backbone(name: str, width: float = 1.0) -> nn.Module:
+    """An ImageNet backbone's feature part, with torchvision's parameter names."""
+    if name == "mobilenetv2":
+        mb = backbones.mobilenetv2_plan(width)
+        return MobileNetV2(mb.stem, mb.blocks, mb.last, IN_CHS)
+    if name == "shufflenetv2":
+        widths = backbones.SHUFFLENETV2_WIDTHS[width]
+        return ShuffleNetV2(widths, backbones.SHUFFLENETV2_REPEATS, IN_CHS)
+    if name == "resnet18":
+        bb = backbones
+        return ResNet18(IN_CHS, bb.RESNET18_STEM, bb.RESNET18_WIDTHS, bb.RESNET18_DEPTHS)
+    raise SpecError(f"semantic.backbone={name!r}: not an ImageNet backbone")
+
+
+def _semantic_branch(spec: BiSeNetV2Spec) -> nn.Module:
+    sem, plan = spec.semantic, resolve(spec)
+    if sem.backbone != "bisenetv2":
+        backbone = imagenet_backbone(sem.backbone, sem.backbone_width)
+        return BackboneBranch(backbone, context_embedding=sem.context_embedding)
+    return SemanticBranch(
+        IN_CHS,
+        plan.stem_width,
+        plan.semantic_widths,
+        plan.semantic_depths,
+        _semantic_block(spec),
+        context_embedding=sem.context_embedding,
+    )
+
+
 def build_v2(spec: BiSeNetV2Spec) -> TwoBranchSegNet:
     plan = resolve(spec)
     detail = (
         DetailBranch(IN_CHS, plan.detail_widths, plan.detail_depths) if plan.has_detail else None
     )
-    semantic = (
-        SemanticBranch(
-            IN_CHS,
-            plan.stem_width,
-            plan.semantic_widths,
-            plan.semantic_depths,
-            _semantic_block(spec),
-            context_embedding=spec.semantic.context_embedding,
-        )
-        if plan.has_semantic
-        else None
-    )
+    semantic = _semantic_branch(spec) if plan.has_semantic else None
     fusion: nn.Module
     if spec.aggregation == "detail_only":
         fusion = DetailOnly()

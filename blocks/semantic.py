@@ -153,3 +153,29 @@ class SemanticBranch(nn.Module):
             feats["s5_5"] = self.ce(s5_4)
         feats["out"] = feats.get("s5_5", s5_4)
         return feats
+
+
+class BackboneBranch(nn.Module):
+    """An ImageNet backbone as the Semantic Branch (V2 paper, Table 6).
+
+    The backbone's taps at strides 4, 8, 16 and 32 take the places of the stem, S3, S4
+    and S5_4 outputs, so every booster position and the aggregation read the same
+    strides as on the paper's own branch; the optional context embedding on the last tap
+    is S5_5. The backbone stays under ``backbone.`` with its own parameter names, which
+    is where a pretrained file is loaded.
+    """
+
+    def __init__(self, backbone: nn.Module, context_embedding: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        chs = backbone.out_chs[-1]
+        self.ce = ContextEmbedding(chs) if context_embedding else None
+        self.out_chs = chs
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x4, x8, x16, x32 = self.backbone(x)
+        feats = {"stem": x4, "s3": x8, "s4": x16, "s5_4": x32}
+        if self.ce is not None:
+            feats["s5_5"] = self.ce(x32)
+        feats["out"] = feats.get("s5_5", x32)
+        return feats

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from searchspace.backbones import BACKBONE_WIDTHS, SEMANTIC_BACKBONES
 from searchspace.errors import SpecError
 from searchspace.presets import ArchSpec, get_preset
 from searchspace.v1 import AUX_POSITIONS, BiSeNetV1Spec
@@ -177,17 +178,25 @@ def _multipliers(params: Params) -> ArchSpec:
 
 
 def _v2_full(params: Params) -> ArchSpec:
+    backbone = params["backbone"]
     changes: dict[str, Any] = {
         "width_mult": float(params["width_mult"]),
-        "depth_mult": float(params["depth_mult"]),
         "aggregation": params["aggregation"],
         "head_width": int(params["head_width"]),
         "booster_positions": tuple(p for p in BOOSTER_POSITIONS if params.get(f"booster_{p}")),
-        "semantic.ratio": float(params["ratio"]),
-        "semantic.exp_ratio": int(params["exp_ratio"]),
-        "semantic.block": params["block"],
+        "semantic.backbone": backbone,
         "semantic.context_embedding": bool(params["context_embedding"]),
     }
+    if f"{backbone}_width" in params:
+        changes["semantic.backbone_width"] = float(params[f"{backbone}_width"])
+    for knob, field, kind in (
+        ("depth_mult", "depth_mult", float),
+        ("ratio", "semantic.ratio", float),
+        ("exp_ratio", "semantic.exp_ratio", int),
+        ("block", "semantic.block", str),
+    ):
+        if knob in params:
+            changes[field] = kind(params[knob])
     for knob, field in (
         ("ge_expand", "semantic.ge_expand"),
         ("ge_gather_kernel", "semantic.ge_gather_kernel"),
@@ -198,16 +207,27 @@ def _v2_full(params: Params) -> ArchSpec:
     return BiSeNetV2Spec().replace(**changes)
 
 
+def _own_branch(p: Params) -> bool:
+    return p["backbone"] == "bisenetv2"
+
+
 def _is_ge(p: Params) -> bool:
-    return p["block"] == "ge"
+    return _own_branch(p) and p["block"] == "ge"
 
 
+_OWN = "the paper's own semantic branch only (backbone=bisenetv2)"
 _V2_FULL_KNOBS = (
+    # the paper's own branch first: a space's first choices are its cheapest point
+    Knob("backbone", SEMANTIC_BACKBONES),
+    *(
+        Knob(f"{name}_width", widths, lambda p, n=name: p["backbone"] == n, f"{name} only")
+        for name, widths in BACKBONE_WIDTHS.items()
+    ),
     Knob("width_mult", (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)),
-    Knob("depth_mult", (0.5, 1.0, 2.0, 3.0)),
-    Knob("ratio", (0.5, 0.25, 0.125, 0.0625)),
-    Knob("exp_ratio", (1, 2, 4, 6, 8)),
-    Knob("block", ("ge", "ib")),
+    Knob("depth_mult", (0.5, 1.0, 2.0, 3.0), _own_branch, _OWN),
+    Knob("ratio", (0.5, 0.25, 0.125, 0.0625), _own_branch, _OWN),
+    Knob("exp_ratio", (1, 2, 4, 6, 8), _own_branch, _OWN),
+    Knob("block", ("ge", "ib"), _own_branch, _OWN),
     Knob(
         "ge_expand",
         ("gather", "depthwise"),
@@ -281,7 +301,7 @@ SPACES: dict[str, SearchSpace] = {
     ),
     "v2-full": SearchSpace(
         name="v2-full",
-        description="every BiSeNet V2 knob: alpha, d, lambda, e, GE options, fusion, heads",
+        description="every BiSeNet V2 knob: semantic backbone, alpha, d, lambda, e, GE options, fusion, heads",
         knobs=_V2_FULL_KNOBS,
         build=_v2_full,
     ),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from searchspace.backbones import BACKBONE_WIDTHS, SEMANTIC_BACKBONES, tap_widths
 from searchspace.checks import check, check_dropout, check_multipliers, check_positions
 from searchspace.errors import SpecError
 from searchspace.serialize import (
@@ -28,6 +29,7 @@ BOOSTER_POSITIONS = ("stem", "s3", "s4", "s5_4", "s5_5")
 AGGREGATIONS = ("bga", "sum", "concat", "ffm", "detail_only", "semantic_only")
 
 SemanticBlock = Literal["ge", "ib"]
+SemanticBackbone = Literal["bisenetv2", "mobilenetv2", "shufflenetv2", "resnet18"]
 GEExpand = Literal["gather", "depthwise"]
 DownDW = Literal["3x3x2", "5x5"]
 Aggregation = Literal["bga", "sum", "concat", "ffm", "detail_only", "semantic_only"]
@@ -35,7 +37,10 @@ Upsample = Literal["bilinear", "nearest"]
 BoosterForm = Literal["single", "double", "up2"]
 DropoutKind = Literal["element", "channel"]
 BOOSTER_FORMS = ("single", "double", "up2")
-# each booster tap's output stride: the "double" and "up2" forms size convs by stride^2
+# each booster tap's output stride: the "double" and "up2" forms size convs by stride^2.
+# On an ImageNet backbone (semantic.backbone) stem, s3, s4 and s5_4 are its last features
+# at strides 4, 8, 16 and 32 (the 1x1 conv to 1280 or 1024 included); s5_5 is the
+# context embedding on the last one.
 TAP_STRIDES = {"stem": 4, "s3": 8, "s4": 16, "s5_4": 32, "s5_5": 32}
 
 
@@ -67,7 +72,8 @@ class DetailBranchSpec:
 
 @dataclass(frozen=True)
 class SemanticBranchSpec:
-    """Stem + three stages of GE (or inverted-bottleneck) layers + context embedding."""
+    """Stem + three stages of GE (or inverted-bottleneck) layers + context embedding, or
+    an ImageNet backbone in place of the stem and stages (Table 6)."""
 
     # lambda: stem width = ratio x detail S1 width, S3 width = ratio x detail S3 width
     # (Table 3a scales only the stem and S3; S4 and S5 keep their widths below).
@@ -87,9 +93,32 @@ class SemanticBranchSpec:
     # ReLU after the GE layer's last depthwise conv: both open reimplementations have it
     # (marked "not shown in paper"); the paper's Fig. 5 has none
     ge_dw_act: bool = added_field(False)
+    # "bisenetv2": the paper's own stem and GE stages; otherwise an ImageNet backbone
+    # (searchspace/backbones.py) whose stride 4/8/16/32 features stand in for the stem,
+    # S3, S4 and S5_4 outputs. The context embedding, the detail branch, the aggregation
+    # and the heads stay; lambda, the stage widths and depths, e, the GE options and d
+    # do not apply (``BiSeNetV2Spec.inapplicable``).
+    backbone: SemanticBackbone = added_field("bisenetv2")
+    # the backbone's own width multiplier (MobileNetV2: 0.35-1.4, ShuffleNetV2: 0.5-2.0,
+    # the published ones); alpha (width_mult) leaves a backbone as published
+    backbone_width: float = added_field(1.0)
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
+        _check(
+            self.backbone in SEMANTIC_BACKBONES,
+            "semantic.backbone",
+            self.backbone,
+            f"expected one of {', '.join(SEMANTIC_BACKBONES)}",
+        )
+        widths = BACKBONE_WIDTHS.get(self.backbone)
+        if widths is not None:
+            _check(
+                self.backbone_width in widths,
+                "semantic.backbone_width",
+                self.backbone_width,
+                f"{self.backbone} comes in widths {', '.join(f'{w:g}' for w in widths)}",
+            )
         _check(
             isinstance(self.ratio, (int, float)) and 0 < self.ratio <= 4,
             "semantic.ratio",
@@ -138,6 +167,8 @@ ALIASES: dict[str, str] = {
     "semantic.ge_down_dw": "ddw",
     "semantic.context_embedding": "ce",
     "semantic.ge_dw_act": "gact",
+    "semantic.backbone": "bb",
+    "semantic.backbone_width": "bbw",
     "aggregation": "agg",
     "head_width": "hw",
     "booster_positions": "bst",
@@ -171,7 +202,8 @@ class BiSeNetV2Spec(SpecViews):
     head_width: int = 352
     booster_positions: tuple[str, ...] = ("stem", "s3", "s4", "s5_4")
     booster_width: int = 128
-    # alpha scales every channel count (both branches, fusion, heads); see scale_width
+    # alpha scales every channel count (both branches, fusion, heads; an ImageNet backbone
+    # keeps its published widths: semantic.backbone_width is its own); see scale_width
     width_mult: float = 1.0
     # d multiplies each semantic stage's layer count; the added layers have stride 1
     depth_mult: float = 1.0
@@ -254,12 +286,25 @@ class BiSeNetV2Spec(SpecViews):
                     " is relative to the default detail widths)"
                 )
                 out += [(f"detail.{k}", why, v) for k, v in _DETAIL_DEFAULTS.items()]
-            if sem["block"] == "ib":
+            if sem["backbone"] != "bisenetv2":
+                why = (
+                    f"when semantic.backbone={sem['backbone']!r} (an ImageNet backbone"
+                    " replaces the stem and the GE stages)"
+                )
+                out += [(f"semantic.{k}", why, _SEMANTIC_DEFAULTS[k]) for k in _OWN_BRANCH]
+                out.append(("depth_mult", why + "; d scales only GE stages", 1.0))
+            elif sem["block"] == "ib":
                 why = "when semantic.block='ib' (only GE layers have it)"
                 out += [(f"semantic.{k}", why, _SEMANTIC_DEFAULTS[k]) for k in _GE_KNOBS]
             elif sem["exp_ratio"] == 1:
                 why = "when semantic.exp_ratio=1 (both expansion forms build the same layer)"
                 out.append(("semantic.ge_expand", why, _SEMANTIC_DEFAULTS["ge_expand"]))
+            if sem["backbone"] not in BACKBONE_WIDTHS:
+                why = (
+                    f"when semantic.backbone={sem['backbone']!r} (only "
+                    f"{' and '.join(BACKBONE_WIDTHS)} have width multipliers)"
+                )
+                out.append(("semantic.backbone_width", why, 1.0))
         boosters = agg != "detail_only" and bool(data["booster_positions"])
         if not boosters:
             why = "without booster heads"
@@ -287,6 +332,8 @@ _SEMANTIC_DEFAULTS = {
     f: getattr(SemanticBranchSpec, f) for f in SemanticBranchSpec.__dataclass_fields__
 }
 _GE_KNOBS = ("ge_expand", "ge_gather_kernel", "ge_down_dw", "ge_dw_act")
+# what an ImageNet backbone replaces: every field of the paper's own branch but the CE
+_OWN_BRANCH = ("ratio", "s4_s5_widths", "depths", "exp_ratio", "block", *_GE_KNOBS)
 _BOOSTER_KNOBS = ("booster_width", "booster_form", "booster_dropout")
 _BGA_KNOBS = ("bga_upsample", "bga_out_act", "bga_bias")
 _V2_DEFAULTS = {
@@ -324,8 +371,8 @@ class V2Plan:
     detail_widths: tuple[int, ...]
     detail_depths: tuple[int, ...]
     stem_width: int
-    semantic_widths: tuple[int, int, int]  # S3, S4, S5
-    semantic_depths: tuple[int, int, int]
+    semantic_widths: tuple[int, int, int]  # S3, S4, S5 (a backbone: strides 8, 16, 32)
+    semantic_depths: tuple[int, ...]  # GE stages only: () for an ImageNet backbone
     fusion_width: int
     head_width: int
     booster_width: int
@@ -360,12 +407,18 @@ def resolve(spec: BiSeNetV2Spec) -> V2Plan:
         return out
 
     detail_widths = tuple(width(f"detail stage {i + 1}", w) for i, w in enumerate(det.widths))
-    # lambda is relative to the unscaled detail branch: stem ~ S1, S3 ~ the last stage
-    stem_width = width("semantic stem", sem.ratio * det.widths[0])
-    s3 = width("semantic S3", sem.ratio * det.widths[-1])
-    s4 = width("semantic S4", sem.s4_s5_widths[0])
-    s5 = width("semantic S5", sem.s4_s5_widths[1])
-    depths = tuple(depth(f"semantic stage S{i + 3}", n) for i, n in enumerate(sem.depths))
+    depths: tuple[int, ...]
+    if sem.backbone != "bisenetv2":
+        # the backbone's taps at strides 4, 8, 16, 32, as published (alpha leaves them)
+        stem_width, s3, s4, s5 = tap_widths(sem.backbone, sem.backbone_width)
+        depths = ()
+    else:
+        # lambda is relative to the unscaled detail branch: stem ~ S1, S3 ~ the last stage
+        stem_width = width("semantic stem", sem.ratio * det.widths[0])
+        s3 = width("semantic S3", sem.ratio * det.widths[-1])
+        s4 = width("semantic S4", sem.s4_s5_widths[0])
+        s5 = width("semantic S5", sem.s4_s5_widths[1])
+        depths = tuple(depth(f"semantic stage S{i + 3}", n) for i, n in enumerate(sem.depths))
     head = width("head_width", spec.head_width)
     uses_width = spec.booster_positions and spec.booster_form != "double"
     booster = width("booster_width", spec.booster_width) if uses_width else 0
@@ -384,7 +437,7 @@ def resolve(spec: BiSeNetV2Spec) -> V2Plan:
         detail_depths=tuple(det.depths) if has_detail else (),
         stem_width=stem_width if has_semantic else 0,
         semantic_widths=(s3, s4, s5) if has_semantic else (),  # type: ignore[arg-type]
-        semantic_depths=depths if has_semantic else (),  # type: ignore[arg-type]
+        semantic_depths=depths if has_semantic else (),
         fusion_width=fusion,
         head_width=head,
         booster_width=booster,
@@ -404,11 +457,6 @@ def spec_from_json_dict(data: dict) -> BiSeNetV2Spec:
     return from_dict(BiSeNetV2Spec, data.get("fields", {}))
 
 
-def with_changes(spec: BiSeNetV2Spec, **changes: object) -> BiSeNetV2Spec:
-    """An ablation row: the base spec with a few (dotted-path) fields replaced."""
-    return spec.replace(**changes)
-
-
 __all__ = [
     "ALIASES",
     "BOOSTER_POSITIONS",
@@ -419,5 +467,4 @@ __all__ = [
     "resolve",
     "scale_depth",
     "scale_width",
-    "with_changes",
 ]

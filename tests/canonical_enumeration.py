@@ -74,6 +74,25 @@ V2_PEER_MOVES: dict[str, Any] = {
 }
 # the V2 base is shallower than the paper's model only to build faster
 V2_BASE_CHANGES = {"semantic.depths": (1, 1, 1)}
+# A third one for the ImageNet backbones of the semantic branch: each backbone crossed
+# with the switches that change what it feeds (aggregation, booster taps, the context
+# embedding), every V2 main field moved under each (the paper branch's own fields must be
+# refused), plus the backbone's width multiplier.
+V2_BACKBONE_SWITCHES: dict[str, tuple[Any, ...]] = {
+    "semantic.backbone": ("mobilenetv2", "shufflenetv2", "resnet18"),
+    "aggregation": ("bga", "semantic_only"),
+    "booster_positions": ((), ("stem", "s4", "s5_4"), ("s3", "s5_5")),
+    "semantic.context_embedding": (True, False),
+}
+V2_BACKBONE_MOVES: dict[str, Any] = {
+    **{k: v for k, v in V2_MOVES.items() if k not in V2_BACKBONE_SWITCHES},
+    "semantic.block": "ib",
+    "semantic.exp_ratio": 1,
+    "semantic.ge_expand": "depthwise",
+    "semantic.backbone_width": 0.5,
+}
+# the enumerations: (kind, part) -> (switches, moves)
+PARTS = ("main", "peer", "backbone")
 
 V1_SWITCHES: dict[str, tuple[Any, ...]] = {
     "fusion": ("ffm", "sum", "concat", "bga", "cp_only"),
@@ -218,17 +237,23 @@ def _combos(switches: Mapping[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]
         yield dict(zip(keys, values))
 
 
-def enumerate_reach(census: Census, kind: str, peer: bool = False) -> tuple[list[Reach], int]:
+def enumerations() -> dict[tuple[str, str], tuple[dict[str, tuple], dict[str, Any]]]:
+    """(kind, part) -> (switches, moves) of every enumeration (V1 has no backbone part)."""
+    return {
+        ("v2", "main"): (V2_SWITCHES, V2_MOVES),
+        ("v2", "peer"): (V2_PEER_SWITCHES, V2_PEER_MOVES),
+        ("v2", "backbone"): (V2_BACKBONE_SWITCHES, V2_BACKBONE_MOVES),
+        ("v1", "main"): (V1_SWITCHES, V1_MOVES),
+        ("v1", "peer"): (V1_PEER_SWITCHES, V1_PEER_MOVES),
+    }
+
+
+def enumerate_reach(census: Census, kind: str, part: str = "main") -> tuple[list[Reach], int]:
     """Every switch combination x every other field moved; (results, invalid combos).
-    ``peer``: the smaller enumeration over the reimplementations' switches."""
-    if kind == "v2":
-        base = BiSeNetV2Spec().replace(**V2_BASE_CHANGES)
-        switches = V2_PEER_SWITCHES if peer else V2_SWITCHES
-        moves = V2_PEER_MOVES if peer else V2_MOVES
-    else:
-        base = BiSeNetV1Spec()
-        switches = V1_PEER_SWITCHES if peer else V1_SWITCHES
-        moves = V1_PEER_MOVES if peer else V1_MOVES
+    ``part``: "main", "peer" (the reimplementations' switches) or "backbone" (V2's
+    ImageNet backbones)."""
+    base = BiSeNetV2Spec().replace(**V2_BASE_CHANGES) if kind == "v2" else BiSeNetV1Spec()
+    switches, moves = enumerations()[(kind, part)]
     results: list[Reach] = []
     invalid = 0
     for combo in _combos(switches):
@@ -292,9 +317,8 @@ def add_presets_and_tables(census: Census) -> None:
 def full_census(n_random: int = 200) -> tuple[Census, list[Reach]]:
     census = Census()
     reach: list[Reach] = []
-    for kind in ("v2", "v1"):
-        for peer in (False, True):
-            reach += enumerate_reach(census, kind, peer)[0]
+    for kind, part in enumerations():
+        reach += enumerate_reach(census, kind, part)[0]
     from searchspace.optuna_spaces import SPACES
 
     for name in ("v2-full", "v1-full"):

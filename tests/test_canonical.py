@@ -24,6 +24,8 @@ from tests.canonical_enumeration import (
     V1_PEER_MOVES,
     V1_PEER_SWITCHES,
     V1_SWITCHES,
+    V2_BACKBONE_MOVES,
+    V2_BACKBONE_SWITCHES,
     V2_MOVES,
     V2_PEER_MOVES,
     V2_PEER_SWITCHES,
@@ -32,6 +34,7 @@ from tests.canonical_enumeration import (
     add_presets_and_tables,
     add_space_points,
     enumerate_reach,
+    enumerations,
 )
 
 
@@ -39,10 +42,9 @@ from tests.canonical_enumeration import (
 def census() -> dict[str, Any]:
     c = Census()
     reach, invalid = [], {}
-    for kind in ("v2", "v1"):
-        for peer in (False, True):
-            found, invalid[(kind, peer)] = enumerate_reach(c, kind, peer)
-            reach += found
+    for kind, part in enumerations():
+        found, invalid[(kind, part)] = enumerate_reach(c, kind, part)
+        reach += found
     points = {name: add_space_points(c, name, 250, seed=1) for name in ("v2-full", "v1-full")}
     add_presets_and_tables(c)
     return {"census": c, "reach": reach, "invalid": invalid, "points": points}
@@ -51,6 +53,7 @@ def census() -> dict[str, Any]:
 def test_the_enumeration_moves_every_field() -> None:
     """A field added to a spec must be added to the enumeration, or this fails."""
     v2 = set(V2_MOVES) | set(V2_SWITCHES) | set(V2_PEER_MOVES) | set(V2_PEER_SWITCHES)
+    v2 |= set(V2_BACKBONE_MOVES) | set(V2_BACKBONE_SWITCHES)
     v1 = set(V1_MOVES) | set(V1_SWITCHES) | set(V1_PEER_MOVES) | set(V1_PEER_SWITCHES)
     assert v2 == set(leaf_types(BiSeNetV2Spec))
     assert v1 == set(leaf_types(BiSeNetV1Spec))
@@ -76,6 +79,7 @@ def test_every_field_reaches_the_network_or_is_rejected(census: dict[str, Any]) 
     fields = {(r.kind, r.field) for r in census["reach"]}
     moved = {("v2", f) for f in set(V2_MOVES) - set(V2_SWITCHES)}
     moved |= {("v2", f) for f in V2_PEER_MOVES}
+    moved |= {("v2", f) for f in V2_BACKBONE_MOVES}
     moved |= {("v1", f) for f in set(V1_MOVES) - set(V1_SWITCHES)}
     assert fields == moved | {("v1", f) for f in V1_PEER_MOVES}
     off = {(r.kind, r.field) for r in census["reach"] if r.declared_off}
@@ -87,6 +91,15 @@ def test_every_field_reaches_the_network_or_is_rejected(census: dict[str, Any]) 
     assert {("v2", "bga_bias"), ("v2", "dropout_kind"), ("v2", "semantic.ge_dw_act")} <= off
     assert ("v2", "booster_width") in off  # without boosters, and under the double form
     assert {("v1", "aux_order"), ("v1", "ffm_reduction"), ("v1", "dropout_kind")} <= off
+    # and the backbones': the paper branch's own fields, d, and a width where none exists
+    backbone_off = {
+        r.field
+        for r in census["reach"]
+        if r.declared_off and r.switches.get("semantic.backbone") is not None
+    }
+    assert {"semantic.ratio", "semantic.block", "depth_mult", "semantic.exp_ratio"} <= backbone_off
+    assert "semantic.backbone_width" in backbone_off  # resnet18 has none
+    assert not {"width_mult", "head_width"} & backbone_off  # alpha still scales the rest
 
 
 def test_distinct_search_points_are_distinct_networks(census: dict[str, Any]) -> None:

@@ -92,9 +92,18 @@ def test_every_table_is_defined_with_paper_numbers() -> None:
         for row in table.rows:
             assert row.paper_miou is not None, row.key
             assert (row.spec is None) == (row.unsupported is not None), row.key
-    unsupported = [r.row for r in get_table("6").rows if r.unsupported]
-    assert unsupported == ["shufflenetv2_1_5x", "mobilenetv2", "resnet18"]
-    assert "ImageNet" in get_table("6").row("resnet18").unsupported
+    # Table 6's backbone rows: V2-L with an ImageNet backbone as the whole semantic branch
+    t6 = get_table("6")
+    assert not [r.row for r in t6.rows if r.unsupported]
+    backbones = {r.row: r.spec.semantic for r in t6.rows if r.spec.semantic.backbone != "bisenetv2"}
+    assert {
+        k: (s.backbone, s.backbone_width, s.context_embedding) for k, s in backbones.items()
+    } == {
+        "shufflenetv2_1_5x": ("shufflenetv2", 1.5, False),
+        "mobilenetv2": ("mobilenetv2", 1.0, False),
+        "resnet18": ("resnet18", 1.0, False),
+    }
+    assert {t6.row(k).spec.width_mult for k in backbones} == {2.0}
     assert get_table("2").row("bga_booster_ohem").recipe_changes == {"loss": "ohem"}
 
 

@@ -5,7 +5,8 @@ The assembled network reuses ``blocks.model.TwoBranchSegNet`` (spatial path as i
 so that V1 and V2 share one output convention and one parameter-count rule.
 """
 
-from blocks.v1.backbones import BasicBlock, ResNet18, SeparableConvBN, Xception39, XceptionBlock
+from blocks.backbones import BasicBlock, ResNet18
+from blocks.v1.backbones import SeparableConvBN, Xception39, XceptionBlock
 from blocks.v1.context import AttentionRefinement, ContextPath, GlobalContext
 from blocks.v1.spatial import SpatialPath
 from blocks.v1.weights import load_backbone_weights

@@ -1,10 +1,9 @@
-"""Context-path backbones, written out (no torchvision) and trained from scratch by default.
+"""Xception39, V1's small context-path backbone (ResNet-18 is in ``blocks/backbones.py``,
+which V2's semantic branch shares).
 
-Each returns its features at 1/8, 1/16 and 1/32 and lists their widths in ``out_chs``.
-Parameter names follow the sources whose weights a user may bring: ResNet-18 uses
-torchvision's names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...; its ``fc`` is not built),
-Xception39 uses the BiSeNet authors' (``conv1.conv``, ``layer1.0.proj.conv1`` ...), so
-``blocks.v1.weights.load_backbone_weights`` can load either file as it is.
+It returns its features at 1/8, 1/16 and 1/32 and lists their widths in ``out_chs``.
+Parameter names are the BiSeNet authors' (``conv1.conv``, ``layer1.0.proj.conv1`` ...),
+so ``blocks.weights.load_pretrained`` loads their file as it is.
 """
 
 from __future__ import annotations
@@ -88,60 +87,3 @@ class Xception39(nn.Module):
         x8 = self.layer1(self.maxpool(self.conv1(x)))
         x16 = self.layer2(x8)
         return x8, x16, self.layer3(x16)
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 conv-BN, identity or 1x1 conv-BN shortcut, ReLU."""
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_chs != out_chs:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = self.downsample(x) if self.downsample is not None else x
-        return self.relu(out + shortcut)
-
-
-class ResNet18(nn.Module):
-    """The standard ResNet-18 trunk (stride 32, no classifier); stages at 1/4 .. 1/32."""
-
-    def __init__(
-        self,
-        in_chs: int = 3,
-        stem_chs: int = 64,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        depths: Sequence[int] = (2, 2, 2, 2),
-    ) -> None:
-        super().__init__()
-        if len(widths) != 4 or len(depths) != 4:
-            raise ValueError(f"widths={tuple(widths)}, depths={tuple(depths)}: need 4 stages")
-        self.conv1 = nn.Conv2d(in_chs, stem_chs, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem_chs)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        chs = stem_chs
-        stages = []
-        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            blocks = [BasicBlock(chs, width, 1 if i == 0 else 2)]
-            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
-            stages.append(nn.Sequential(*blocks))
-            chs = width
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.out_chs = tuple(widths[1:])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x8 = self.layer2(self.layer1(x))
-        x16 = self.layer3(x8)
-        return x8, x16, self.layer4(x16)

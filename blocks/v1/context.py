@@ -82,7 +82,7 @@ class ContextPath(nn.Module):
         self.out_chs = out_chs
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x8, x16, x32 = self.backbone(x)
+        x8, x16, x32 = self.backbone(x)[-3:]  # ResNet-18 also gives its 1/4 tap
         top = self.arm32(x32)
         if self.global_context is not None:
             top = top + self.global_context(x32)  # 1x1 map: the add broadcasts it
