@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.tables import BuiltTable
-from searchspace.atomic import replacing
+from searchspace.outputs import make_output_dir, output_file
 from searchspace.tables import PAPER_DIR
 
 HEADLINE_CSV = PAPER_DIR / "bisenetv2_headline.csv"
@@ -108,12 +108,12 @@ def save_png_svg(fig: Any, stem: Path, dpi: int = 150, **savefig: Any) -> list[P
     """Save ``stem.png`` and ``stem.svg``; the SVG is byte-stable (no date, fixed ids), so
     regenerated figures only show up in a diff when they changed."""
     paths = []
-    stem.parent.mkdir(parents=True, exist_ok=True)  # the first figure of a new report
+    make_output_dir(stem.parent)  # the first figure of a new report
     with matplotlib.rc_context({"svg.hashsalt": "bisenet-lab"}):
         for suffix in (".png", ".svg"):
             path = stem.with_suffix(suffix)
             meta = {"Date": None} if suffix == ".svg" else None
-            with replacing(path) as tmp:  # a reader never sees half a figure
+            with output_file(path) as tmp:  # a reader never sees half a figure
                 fig.savefig(tmp, format=suffix[1:], dpi=dpi, metadata=meta, **savefig)
             paths.append(path)
     return paths

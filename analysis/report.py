@@ -51,8 +51,8 @@ from analysis.tables import (
     to_latex,
     to_markdown,
 )
-from searchspace.atomic import write_text
-from searchspace.errors import SpecError, StoreError, UsageError
+from searchspace.errors import SpecError, UsageError
+from searchspace.outputs import make_output_dir, write_output
 from searchspace.presets import get_preset
 from searchspace.recipes import Recipe
 from searchspace.table_files import loaded_table_files, table_from_arg, use_stored_table_files
@@ -295,12 +295,9 @@ def _table_files(table: BuiltTable, stem: Path, out: Path) -> str:
     """Write the table as LaTeX and CSV beside the report (the README promises both; a
     paper wants the one, a spreadsheet the other) and link them."""
     tex, csv = stem.with_suffix(".tex"), stem.with_suffix(".csv")
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        write_text(tex, to_latex(table))
-        to_csv(table, csv)
-    except OSError as exc:
-        raise StoreError(f"cannot write report table {stem}: {exc.strerror or exc}") from None
+    make_output_dir(stem.parent)
+    write_output(tex, to_latex(table))
+    write_output(csv, to_csv(table))
     tex_rel, csv_rel = (os.path.relpath(p, out.parent) for p in (tex, csv))
     return f"Also as [LaTeX]({tex_rel}) and [CSV]({csv_rel}).\n"
 
@@ -429,10 +426,7 @@ def write_report(
     problems: list[str] = []
     records = load_stored_records(results_dir, problems)
     use_stored_table_files(results_dir)  # the user tables run into this folder, and claims
-    try:  # before any figure is drawn: a bad --out fails first, in one line
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
+    make_output_dir(out.parent, f"report {out}")  # before any figure: a bad --out fails first
     text = render_report(
         records,
         out,
@@ -442,10 +436,7 @@ def write_report(
         source=str(results_dir),
         problems=problems,
     )
-    try:
-        write_text(out, text)
-    except OSError as exc:
-        raise StoreError(f"cannot write report {out}: {exc.strerror or exc}") from None
+    write_output(out, text, f"report {out}")
     return out
 
 

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from analysis.plots import pareto_front, save_png_svg
+from searchspace.outputs import make_output_dir
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:
@@ -68,7 +69,7 @@ def plot_study(
 ) -> list[Path]:
     import optuna.visualization.matplotlib as ovm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     objectives = list(study.user_attrs.get("objectives", []))
     paths: list[Path] = []
     name = study.study_name

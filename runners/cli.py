@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from searchspace.cli import EXIT_USAGE, ArgumentParser, run_cli
-from searchspace.errors import UsageError, one_line
+from searchspace.errors import UsageError
+from searchspace.outputs import make_output_dir
 
 __all__ = [
     "EXIT_USAGE",
@@ -89,12 +90,19 @@ def resolve_workers(workers: int | None, device: str) -> int:
 
 
 def check_output_path(path: str | os.PathLike, option: str) -> Path:
-    """Fail before any work if the file could not be written where asked."""
+    """Fail before any work if the file could not be written where asked (the write itself
+    goes through ``searchspace.outputs``, which reports what this cannot foresee: a full
+    disk, a special filesystem)."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a folder")
     if not path.parent.is_dir():
         raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():  # a device or pipe: written in place
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{option} {path}: is not writable")
+    elif not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{option} {path}: folder {path.parent} is not writable")
     return path
 
 
@@ -113,10 +121,7 @@ def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) 
         if not os.access(ancestor, os.W_OK):
             raise UsageError(f"{option} {path}: folder {ancestor} is not writable")
         return path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot create the folder ({one_line(exc)})") from None
+    make_output_dir(path, f"{option} {path}")  # removed again if the command then fails
     if not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path}: folder is not writable")
     return path

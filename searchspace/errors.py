@@ -32,6 +32,11 @@ class UsageError(ToolkitError):
     """A bad command-line value that argparse alone cannot catch."""
 
 
+class OutputError(ToolkitError):
+    """A file or folder the user named that cannot be written (read-only, full, special
+    filesystem): raised by ``searchspace.outputs``, so it is told apart from a bug's OSError."""
+
+
 def one_line(exc: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (every error is reported as one), cut to ``limit``
     characters if given; its type name when it has no message."""

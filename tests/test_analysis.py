@@ -498,7 +498,7 @@ def test_report_to_an_uncreatable_folder_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"cannot write report {out}" in lines[0], bad.stderr
+    assert len(lines) == 1 and f"report {out}: cannot create the folder" in lines[0], bad.stderr
 
 
 def test_calibration_splits_six_seeds_ten_ways():

@@ -20,6 +20,7 @@ from blocks.weights import name_list, read_state_dict
 from runners import checkpoint as ckpt
 from runners.convert.keymaps import KEYMAPS, PEER_NORMALISATION, PEER_PRESETS, PEERS, KeyMap
 from searchspace.errors import CheckpointError, UsageError
+from searchspace.outputs import output_file
 from searchspace.presets import ArchSpec, get_preset
 from searchspace.recipes import Recipe, get_recipe
 from searchspace.v1 import BiSeNetV1Spec
@@ -192,18 +193,19 @@ def convert_file(
     model = build_model(spec)
     model.load_state_dict(conv.state, strict=True)  # proven complete above; this is cheap
     recipe = converted_recipe(peer, mean, std)
-    ckpt.save_atomic(
-        {
-            "format": ckpt.FORMAT,
-            "version": ckpt.VERSION,
-            "spec_json": spec.to_json(),
-            "spec_id": spec.spec_id,
-            "recipe_json": recipe.to_json(),
-            "recipe_id": recipe.recipe_id,
-            "model": conv.state,
-            "iteration": 0,
-            "converted_from": {"peer": peer, "file": src.name, "sha256": sha256(src)},
-        },
-        out,
-    )
+    with output_file(out, f"output {out}") as tmp:  # removed again if the command fails
+        torch.save(
+            {
+                "format": ckpt.FORMAT,
+                "version": ckpt.VERSION,
+                "spec_json": spec.to_json(),
+                "spec_id": spec.spec_id,
+                "recipe_json": recipe.to_json(),
+                "recipe_id": recipe.recipe_id,
+                "model": conv.state,
+                "iteration": 0,
+                "converted_from": {"peer": peer, "file": src.name, "sha256": sha256(src)},
+            },
+            tmp,
+        )
     return conv

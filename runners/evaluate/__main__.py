@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_dir(args.save_predictions, "--save-predictions")
 
     from runners.data.source import parse_data_arg
-    from searchspace.atomic import write_json
+    from searchspace.outputs import write_output_json
 
     if args.pred_dir is not None:
         from runners.evaluate.folder import score_folder
@@ -127,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(what)
     print(result.summary())
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result.to_dict())
+        write_output_json(args.json, result.to_dict(), f"--json {args.json}")
     if args.save_predictions is not None:
         print(f"predictions: {args.save_predictions}")
     return 0

@@ -30,8 +30,8 @@ from runners.evaluate.metrics import (
     image_id,
     intersection_union,
 )
-from searchspace.atomic import replacing
 from searchspace.errors import DataError, UsageError
+from searchspace.outputs import make_output_dir, output_file
 
 
 def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -196,6 +196,6 @@ def _save_prediction(pred: torch.Tensor, path: Path, to_label_ids: bool) -> None
     arr = pred.to("cpu", torch.uint8).numpy()
     if to_label_ids:
         arr = train_to_label(arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp:
+    make_output_dir(path.parent)
+    with output_file(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from searchspace.atomic import replacing
 from searchspace.errors import ToolkitError, UsageError
+from searchspace.outputs import output_file
 
 EXPORTERS = ("dynamo", "legacy")
 DEFAULT_OPSET = 18
@@ -138,7 +138,7 @@ def export_onnx(
     if check:
         require_onnxruntime("ONNX check")
     shape = tuple(int(s) for s in input_shape)
-    with replacing(path) as tmp:
+    with output_file(path, f"--onnx {path}") as tmp:
         export_to_file(model, tmp, shape, opset, exporter)
         diff = onnx_parity(model, tmp, shape) if check else None
         if diff is not None and not diff <= tolerance:

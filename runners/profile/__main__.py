@@ -28,8 +28,9 @@ from runners.profile.core import (
 from runners.profile.counters import COUNTERS
 from runners.profile.latency import DTYPES, SCOPES, LatencyConfig
 from runners.profile.report import csv_text, format_profile, format_table, json_text
-from searchspace.atomic import write_text
+from searchspace.cli import work_begins
 from searchspace.errors import UsageError
+from searchspace.outputs import write_output
 from searchspace.presets import parse_spec
 from searchspace.table_files import table_from_arg
 
@@ -132,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = check_output_path(args.json, "--json") if args.json else None
     latency = cfg if args.latency else None
 
+    work_begins()  # every check is done: notes from here on are about the measuring
     env = environment(cfg.device)
     print(format_environment(env))
     if table is not None:
@@ -174,10 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_profile(profile, include_environment=False))
         payload = {"environment": env, "input_hw": list(input_hw), "results": [profile.to_dict()]}
     if csv_path is not None:
-        write_text(csv_path, csv_text(results))
+        write_output(csv_path, csv_text(results), f"--csv {csv_path}")
         print(f"wrote {csv_path}")
     if json_path is not None:
-        write_text(json_path, json_text(payload))
+        write_output(json_path, json_text(payload), f"--json {json_path}")
         print(f"wrote {json_path}")
     return 0
 

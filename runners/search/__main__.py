@@ -31,6 +31,7 @@ from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
 from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
 from runners.search.study import finished_trials, rejected_trials
 from runners.search.workers import run_search
+from searchspace.cli import work_begins
 from searchspace.errors import SpecError, UsageError, one_line
 from searchspace.optuna_spaces import SPACES, get_space
 
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runners.search.launch import submit_workers
 
         return submit_workers(cfg, slurm, enqueue=points)
+    work_begins()  # every check is done: the notes held until now show, later ones at once
     t0 = time.perf_counter()
     study = run_search(cfg, enqueue=points)
     frame = trials_frame(study)

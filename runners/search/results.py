@@ -14,7 +14,8 @@ from typing import Any
 from runners.search.config import SearchConfig
 from runners.search.costs import Counts, LatencyMeter
 from runners.search.setup import TrialSetup
-from searchspace.atomic import write_json, write_text
+from searchspace.atomic import json_text
+from searchspace.outputs import make_output_dir, write_output
 
 
 def trials_frame(study):
@@ -53,13 +54,13 @@ def pareto_specs(study) -> list[tuple[Any, dict[str, float]]]:
 
 def export_best(study, out_dir: Path) -> list[Path]:
     """Write the front's specs as JSON files that every command accepts as --spec."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     paths = []
     for rank, (spec, values) in enumerate(pareto_specs(study)):
         path = out_dir / f"{study.study_name}_{rank:02d}_{spec.spec_id}.json"
-        write_text(path, spec.to_json(indent=2) + "\n")
+        write_output(path, spec.to_json(indent=2) + "\n")
         paths.append(path)
-        write_json(out_dir / f"{path.stem}.values.json", values, sort_keys=False)
+        write_output(out_dir / f"{path.stem}.values.json", json_text(values, sort_keys=False))
     return paths
 
 

@@ -23,6 +23,7 @@ from runners.cli import (
     run_cli,
 )
 from runners.data.source import parse_data_arg
+from searchspace.cli import work_begins
 from searchspace.presets import parse_spec
 from searchspace.recipes import Recipe, parse_recipe
 
@@ -81,13 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = parse_spec(args.spec)
     recipe = recipe_with_budget(parse_recipe(args.recipe), args)
     source = parse_data_arg(args.data)
-    check_output_dir(args.out, "--out")
+    check_output_dir(args.out, "--out", create=False)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     is_main = int(os.environ.get("RANK", "0")) == 0
 
     # imported here so that --help and flag errors answer without loading torch
+    from runners.device import resolve_device
     from runners.train.loop import train
-    from searchspace.atomic import write_json
+    from searchspace.outputs import write_output_json
+
+    # every flag checked before the run folder is made (a later refusal, say an
+    # incompatible checkpoint, removes the folder again if this command made it)
+    resolve_device(args.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    check_output_dir(args.out, "--out")
 
     result = train(
         spec,
@@ -101,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every,
         workers=args.workers,
         decoded_cache=args.decoded_cache,
+        on_step=lambda _iteration: work_begins(),  # the notes held until now show
     )
     if not is_main:
         return 0 if result.status == "ok" else 1
@@ -123,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ev = evaluate_checkpoint(
             Path(result.checkpoint or ""), source, device=args.device, workers=args.workers
         )
-        write_json(args.out / "eval_result.json", ev.to_dict())
+        write_output_json(args.out / "eval_result.json", ev.to_dict())
         hw = f"{ev.input_hw[0]}x{ev.input_hw[1]}" if ev.input_hw else "native size"
         print(f"val: {ev.summary().splitlines()[0]}, network input {hw}")
     return 0
