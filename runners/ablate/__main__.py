@@ -27,6 +27,7 @@ from runners.cli import (
 from runners.data.source import RUN_SPLITS, parse_data_arg
 from runners.runs import ProfileSettings
 from runners.store.run_once import check_max_attempts
+from searchspace.cli import work_begins
 from searchspace.errors import UsageError
 from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for table_id, table in zip(table_ids, tables):
         print(f"table {table_id}: {table.title}")
     print(f"data: {data.label}; recipe: {recipe.name}; seeds: {args.seeds}; results: {store.root}")
+    work_begins()  # every check is done: the notes held until now show, later ones at once
     outcome = run_ablation(
         runs, data, store, device=args.device, settings=settings,
         force=args.force, progress=not args.no_progress, wait_for_others_s=args.wait,
@@ -206,8 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if outcome.exhausted
         else ""
     )
+    corrupt = (
+        f", {len(outcome.corrupt)} with a corrupt record (not run; --force moves it aside)"
+        if outcome.corrupt
+        else ""
+    )
     print(
-        f"\n{len(outcome.ran)} runs done now, {len(outcome.skipped)} reused, "
+        f"\n{len(outcome.ran)} runs done now, {len(outcome.reused)} reused{corrupt}, "
         f"{len(outcome.busy)} still running elsewhere, {len(outcome.failed)} failed{gave_up}; "
         f"{outcome.seconds:.0f} s"
     )
@@ -354,6 +361,7 @@ def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) ->
         return outcome.seconds
 
     by_id = dict(zip(table_ids, tables))
+    work_begins()
     settle(ids, by_id, recipe, data, judge, run_round, stored, max_seeds=max_seeds,
            max_hours=args.max_hours, dry_run=args.dry_run,
            one_round=args.launcher == "slurm")  # fmt: skip

@@ -32,7 +32,8 @@ class AblationOutcome:
     """Keys by what happened to them in this invocation."""
 
     ran: list[RecordKey]
-    skipped: list[RecordKey]  # stored before (or by another process meanwhile)
+    reused: list[RecordKey]  # an ok record stored before (or by another process meanwhile)
+    corrupt: list[RecordKey]  # a record file that cannot be read: reported, not run
     busy: list[RecordKey]  # another process still runs them
     failed: list[RecordKey]  # their record is failed (run now, or left at the cap)
     exhausted: list[RecordKey]  # failed max_attempts times: not retried
@@ -91,10 +92,10 @@ def run_ablation(
         workers=workers, on_start=start, on_done=done, say=say,
         checkpoint_every_s=checkpoint_every_s,
     )  # fmt: skip
-    ran = set(out.ran)
     return AblationOutcome(
         ran=list(out.ran),
-        skipped=[r.key for r in runs if r.key not in ran and r.key not in out.busy],
+        reused=list(out.reused),
+        corrupt=list(out.corrupt),
         busy=list(out.busy),
         failed=out.failed,
         exhausted=list(out.exhausted),
