@@ -27,7 +27,7 @@ from runners.data.synth import (
     manifest_matches,
     read_manifest,
 )
-from searchspace.errors import DataError
+from searchspace.errors import DataError, UsageError
 
 
 def build_parser() -> ArgumentParser:
@@ -87,7 +87,18 @@ def _cache(args) -> int:
     return 0
 
 
+def _check_synth_flags(args) -> None:
+    """A split of no images trains or scores nothing (every run needs both), so it is
+    refused here, before any file; sizes and seed are checked by ``SynthConfig``."""
+    for flag, value in (("--train", args.train), ("--val", args.val)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be >= 1 (images in the split)")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must be >= 0")
+
+
 def _synth(args) -> int:
+    _check_synth_flags(args)
     config = SynthConfig(
         train_count=args.train,
         val_count=args.val,
