@@ -27,6 +27,7 @@ COMMANDS = {
     "search": "runners.search.__main__",
     "data": "runners.data.__main__",
     "report": "analysis.report",
+    "convert": "runners.convert.__main__",
 }
 
 
@@ -210,6 +211,8 @@ def test_a_corrupt_record_is_named_not_counted_as_stored(
                          "--no-progress", capsys=capsys)  # fmt: skip
     assert code == 0, err
     assert "0 already stored, 1 with a corrupt record" in out + err
+    # the closing line counts it as what it is, not as a stored run reused
+    assert "0 runs done now, 0 reused, 1 with a corrupt record (not run" in out
     assert path.read_text() == "{not json"  # never overwritten without --force
     code, _, err = run("report", "--results-dir", str(results), "--out",
                        str(tmp_path / "r.md"), capsys=capsys)  # fmt: skip
@@ -225,3 +228,189 @@ def test_search_parameter_file_with_an_unknown_knob(tmp_path: Path, capsys) -> N
                        str(tmp_path / "r"), capsys=capsys)  # fmt: skip
     assert_one_line_error(code, err, "knob 'lam': not in space 'multipliers'")
     assert not (tmp_path / "r").exists()
+
+
+# --- one place (run_cli): a failed command shows one line and leaves nothing behind ------
+
+PROC = Path("/proc")
+needs_proc = pytest.mark.skipif(not PROC.is_dir(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(
+    tiny_data: str, tmp_path: Path, capsys
+) -> None:
+    """/proc takes no new files, yet looks like a folder: the write itself fails (for
+    root; for others the check before any work already refuses it)."""
+    csv = tmp_path / "p.csv"
+    code, _, err = run("profile", "--spec", "bisenetv2", "--no-latency", "--counters",
+                       "flop_counter", "--input-hw", "64", "128", "--csv", str(csv),
+                       "--json", "/proc/bisenet-lab.json", capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, "--json /proc/bisenet-lab.json")
+    code, _, err = run("evaluate", "--baseline", "majority", "--data", tiny_data,
+                       "--max-images", "1", "--json", "/proc/bisenet-lab.json",
+                       capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, "--json /proc/bisenet-lab.json")
+    results = Path(__file__).parent.parent / "results" / "smoke-synth"
+    code, _, err = run("report", "--results-dir", str(results), "--tables", "3a", "--out",
+                       "/proc/bisenet-lab.md", capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, "/proc/bisenet-lab")
+    # the report's figures and tables were written before its Markdown failed: removed
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    code, _, err = run("report", "--results-dir", str(results), "--tables", "3a", "--out",
+                       str(folder), capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, f"report {folder}: cannot write")
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    import errno
+
+    from searchspace.errors import OutputError
+    from searchspace.outputs import output_file, write_output
+
+    target = tmp_path / "f.bin"
+    no_space = f"{target}: cannot write \\(No space left"
+    with pytest.raises(OutputError, match=no_space), output_file(target) as tmp:
+        tmp.write_bytes(b"half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    # a device is written in place, never renamed over (that would replace the device node)
+    full = Path("/dev/full")
+    if full.is_char_device():
+        with pytest.raises(OutputError, match="/dev/full: cannot write \\(No space left"):
+            write_output(full, "x" * 10_000)
+        assert full.is_char_device()
+
+
+def _warnings_to_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warnings written to stderr, as outside pytest (which records them itself)."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(warnings, "showwarning", show)
+
+
+def test_notes_and_warnings_before_an_error_are_dropped_and_shown_on_success(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import sys
+    import warnings
+
+    from searchspace.errors import UsageError
+
+    _warnings_to_stderr(monkeypatch)
+
+    def main(fail: bool) -> int:
+        print("note: something worth knowing", file=sys.stderr)
+        warnings.warn("a library's warning", UserWarning, stacklevel=1)
+        if fail:
+            raise UsageError("--x 1: bad")
+        return 0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as done:
+            run_cli(lambda _argv: main(True), [])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.splitlines() == [
+            "tests.test_bad_input: error: --x 1: bad"
+        ]
+        with pytest.raises(SystemExit) as done:
+            run_cli(lambda _argv: main(False), [])
+        err = capsys.readouterr().err
+        assert done.value.code == 0
+        assert "note: something worth knowing" in err and "a library's warning" in err
+
+
+def test_a_precision_note_before_an_error_is_dropped(
+    tiny_data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The note comes from the training loop itself; the refusal (a missing decoded cache)
+    comes after it, and after the run folder was made: the folder goes too."""
+    from runners import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    code, _, err = run("train", "--recipe", "smoke:amp=true", "--data", tiny_data,
+                       "--decoded-cache", str(tmp_path / "nope"), "--out",
+                       str(tmp_path / "runs" / "a"), capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, "decoded cache")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_warning_on_a_refused_pickle_is_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A file made with ``pickle`` (not ``torch.save``): torch warns about its protocol,
+    then the toolkit refuses it. Only the refusal is shown."""
+    import argparse
+    import pickle
+    import warnings
+
+    src = tmp_path / "weights.pkl"
+    src.write_bytes(pickle.dumps({"w": argparse.Namespace(x=1)}, protocol=4))
+    _warnings_to_stderr(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code, _, err = run("convert", "--from", "coincheung", "--spec", "bisenetv2_coincheung",
+                           str(src), str(tmp_path / "out.pt"), capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, str(src))
+    assert list(tmp_path.iterdir()) == [src]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--train", "0"], "--train 0: must be >= 1"),
+        (["--val", "0"], "--val 0: must be >= 1"),
+        (["--train", "-3"], "--train -3: must be >= 1"),
+        (["--workers", "-1"], "--workers -1: must be >= 0"),
+        (["--height", "8"], "height must be an integer >= 32"),
+    ],
+)
+def test_synth_counts_are_checked(argv: list[str], expected: str, tmp_path: Path, capsys) -> None:
+    code, _, err = run("data", "synth", "--out", str(tmp_path / "s"), *argv, capsys=capsys)
+    assert_one_line_error(code, err, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_train_leaves_no_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from runners import device
+
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
+    code, _, err = run("train", "--device", "cuda", "--out", str(tmp_path / "runs" / "a"),
+                       capsys=capsys)  # fmt: skip
+    assert_one_line_error(code, err, "--device cuda: no CUDA device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_command_removes_only_what_it_made(tmp_path: Path, capsys) -> None:
+    """Files and folders made through searchspace.outputs go; what was there before, and
+    what other code put in a folder made here (finished work), stays."""
+    from searchspace.errors import DataError
+    from searchspace.outputs import make_output_dir, write_output
+
+    kept = tmp_path / "old"
+    kept.mkdir()
+    (kept / "earlier.json").write_text("{}")
+
+    def main(_argv) -> int:
+        write_output(kept / "new.json", "{}")
+        write_output(make_output_dir(tmp_path / "made" / "deep") / "x.csv", "a,b\n")
+        make_output_dir(tmp_path / "work")
+        (tmp_path / "work" / "checkpoint.pt").write_bytes(b"hours of training")
+        raise DataError("a corrupt image")
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, [])
+    assert done.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "work"]
+    assert [p.name for p in kept.iterdir()] == ["earlier.json"]
+    assert (tmp_path / "work" / "checkpoint.pt").exists()
+    assert len(capsys.readouterr().err.splitlines()) == 1
