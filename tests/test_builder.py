@@ -100,7 +100,12 @@ ALTERNATIVES = {
     "dropout_kind": "channel",
 }
 # a field that applies only once another is set: measured from that base
-ALTERNATIVE_BASES = {"dropout_kind": {"head_dropout": 0.1}}
+ALTERNATIVES["semantic.backbone"] = "resnet18"
+ALTERNATIVES["semantic.backbone_width"] = 0.5
+ALTERNATIVE_BASES = {
+    "dropout_kind": {"head_dropout": 0.1},
+    "semantic.backbone_width": {"semantic.backbone": "shufflenetv2"},
+}
 
 
 def _fingerprint(spec: BiSeNetV2Spec) -> tuple:

@@ -78,6 +78,10 @@ def clean_registry() -> Iterator[None]:
     table_files.unload_table_files()
 
 
+# Table 6's backbone rows were "unsupported" until the semantic branch took backbones
+RUNNABLE_SINCE = {"6/shufflenetv2_1_5x", "6/mobilenetv2", "6/resnet18"}
+
+
 def _row_dict(row) -> dict:
     return {
         "row": row.row,
@@ -106,7 +110,16 @@ def test_toml_tables_give_the_rows_the_python_definitions_gave() -> None:
     for table_id, before in BEFORE["tables"].items():
         table = get_table(table_id)
         assert table.title == before["title"]
-        assert [_row_dict(r) for r in table.rows] == before["rows"], table_id
+        now = [_row_dict(r) for r in table.rows]
+        for row in now:  # rows that became runnable since: the paper's side is unchanged
+            if f"{table_id}/{row['row']}" in RUNNABLE_SINCE:
+                for k in ("spec", "spec_id", "recipe_changes", "unsupported"):
+                    row[k] = None if k != "recipe_changes" else {}
+        for row in before["rows"]:
+            if f"{table_id}/{row['row']}" in RUNNABLE_SINCE:
+                assert row["unsupported"] is not None
+                row["unsupported"] = None
+        assert now == before["rows"], table_id
     assert get_table(PRESET_TABLE).rows  # still built from the presets, in Python
 
 

@@ -134,7 +134,9 @@ def test_resnet18_trunk_is_standard() -> None:
     # torchvision's resnet18 has 11,689,512 parameters, 513,000 of them in its fc layer
     assert sum(p.numel() for p in trunk.parameters()) == 11_689_512 - 513_000
     feats = trunk(torch.randn(1, 3, 64, 96))
-    assert [tuple(f.shape[1:]) for f in feats] == [(128, 8, 12), (256, 4, 6), (512, 2, 3)]
+    # strides 4, 8, 16, 32 (V1's context path reads the last three)
+    shapes = [tuple(f.shape[1:]) for f in feats]
+    assert shapes == [(64, 16, 24), (128, 8, 12), (256, 4, 6), (512, 2, 3)]
 
 
 # --- the model -----------------------------------------------------------------------
