@@ -110,6 +110,16 @@ _FROM_JSON: dict[str, Callable[[dict], ArchSpec]] = {
 }
 
 
+def backbone_of(spec: ArchSpec) -> str | None:
+    """The backbone a pretrained file may initialise: V2's semantic branch (its own,
+    ``bisenetv2``, or an ImageNet one), V1's context-path backbone; None without one."""
+    if isinstance(spec, BiSeNetV1Spec):
+        return spec.context.backbone
+    if spec.aggregation == "detail_only":
+        return None
+    return spec.semantic.backbone
+
+
 def get_preset(name: str) -> ArchSpec:
     try:
         return ALL_PRESETS[name]

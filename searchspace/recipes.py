@@ -8,6 +8,7 @@ A recipe has its own id (hash of its canonical JSON), so a result is keyed by
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,9 +94,28 @@ class Recipe:
     # within one grey level, 4x less work at the paper recipe). A field, because the
     # pixels differ and a stored result must be reproducible from its recipe.
     pipeline: Pipeline = added_field("resize_first")
+    # ImageNet (or other) initialisation of the backbone: the SHA-256 of the weights file
+    # ("" trains from scratch). The file, not its path, is part of the run's identity;
+    # the path is given at run time (``--pretrained``), and its layout is told from its
+    # keys (blocks/keymaps.py), which also says its input normalisation.
+    pretrained: str = added_field("")
+    # the backbone's learning rate over the rest's (fine-tuning pretrained weights)
+    backbone_lr_mult: float = added_field(1.0)
 
     def __post_init__(self) -> None:
         normalise_numbers(self)
+        _check(
+            self.pretrained == "" or re.fullmatch(r"[0-9a-f]{64}", self.pretrained) is not None,
+            "pretrained",
+            self.pretrained,
+            "expected a weights file's SHA-256 (64 hex digits) or '' (from scratch)",
+        )
+        _check(
+            0 <= self.backbone_lr_mult <= 100,
+            "backbone_lr_mult",
+            self.backbone_lr_mult,
+            "must be in [0, 100]",
+        )
         _check(
             all(0 <= m <= 1 for m in self.input_mean),
             "input_mean",
@@ -165,6 +185,9 @@ class Recipe:
             out += [(f, why, getattr(Recipe, f)) for f in ("ohem_thresh", "ohem_min_kept_frac")]
         if data["warmup_iters"] == 0:
             out.append(("warmup_ratio", "when warmup_iters=0 (no warm-up)", Recipe.warmup_ratio))
+        if data["pretrained"] == "":
+            why = "when pretrained='' (from scratch there is no pretrained backbone)"
+            out.append(("backbone_lr_mult", why, 1.0))
         return out
 
     def to_json(self, indent: int | None = None) -> str:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from blocks.builder import build_model
+from blocks.weights import rename_key as rename
 from runners.checkpoint import load_model
-from runners.convert.core import rename
 from runners.convert.keymaps import KEYMAPS, PEER_NORMALISATION, PEER_PRESETS
 from searchspace.cli import run_cli
 from searchspace.presets import get_preset

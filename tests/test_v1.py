@@ -18,7 +18,8 @@ import torch
 
 from blocks.aggregation import BilateralGuidedAggregation, FeatureFusionModule
 from blocks.builder import build_model
-from blocks.v1 import ResNet18, Xception39, load_backbone_weights
+from blocks.v1 import ResNet18, Xception39
+from blocks.weights import load_pretrained
 from runners.profile.complexity import build_on_meta, count_macs, count_params
 from searchspace.errors import CheckpointError, SpecError
 from searchspace.presets import PRESETS, V1_PRESETS, get_preset, parse_spec
@@ -392,38 +393,47 @@ def test_searchspace_v1_imports_no_torch() -> None:
 
 
 def test_backbone_weights_load(tmp_path: Path) -> None:
+    """V1's backbones take the files users have through the one loader: the authors'
+    Xception39 (nested under state_dict) and a torchvision ResNet-18 (its fc dropped)."""
     torch.manual_seed(0)
     source = Xception39()
     path = tmp_path / "x39.pth"
     torch.save({"state_dict": source.state_dict()}, path)
     model = build_model(X39)
-    load_backbone_weights(model.semantic.backbone, path)
+    loaded = load_pretrained(model, path, "xception39")
+    assert loaded.layout == "authors_xception39" and loaded.prefixes == ("semantic.backbone.",)
     for name, tensor in source.state_dict().items():
         assert torch.equal(model.semantic.backbone.state_dict()[name], tensor), name
-    # an ImageNet ResNet-18 file carries a classifier the trunk does not have: ignored
     r18 = ResNet18()
     state = {**r18.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
     torch.save(state, tmp_path / "r18.pth")
-    load_backbone_weights(ResNet18(), tmp_path / "r18.pth")
+    loaded = load_pretrained(
+        build_model(V1_PRESETS["bisenetv1_r18"]), tmp_path / "r18.pth", "resnet18"
+    )
+    assert loaded.layout == "torchvision_resnet18" and loaded.dropped == ("fc.weight", "fc.bias")
 
 
 def test_backbone_weights_that_do_not_fit_are_named(tmp_path: Path) -> None:
     state = Xception39().state_dict()
+
+    def load(name: str) -> None:
+        load_pretrained(build_model(X39), tmp_path / name, "xception39")
+
     missing = dict(state)
     missing.pop("layer3.0.residual_branch.1.conv1.weight")
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match=r"missing keys: layer3\.0\.residual_branch\.1"):
-        load_backbone_weights(Xception39(), tmp_path / "missing.pth")
+        load("missing.pth")
     wrong = {**state, "conv1.conv.weight": torch.zeros(16, 3, 3, 3)}
     torch.save(wrong, tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match=r"shape mismatch: conv1\.conv\.weight"):
-        load_backbone_weights(Xception39(), tmp_path / "wrong.pth")
-    extra = {**state, "head.weight": torch.zeros(3)}
+        load("wrong.pth")
+    extra = {**state, "layer4.0.proj.conv1.weight": torch.zeros(3)}
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(CheckpointError, match=r"unexpected keys: head\.weight"):
-        load_backbone_weights(Xception39(), tmp_path / "extra.pth")
+    with pytest.raises(CheckpointError, match=r"unknown layout .*layer4\.0\.proj\.conv1"):
+        load("extra.pth")
     (tmp_path / "junk.pth").write_text("not weights")
     with pytest.raises(CheckpointError, match="not a readable"):
-        load_backbone_weights(Xception39(), tmp_path / "junk.pth")
+        load("junk.pth")
     with pytest.raises(CheckpointError, match="not found"):
-        load_backbone_weights(Xception39(), tmp_path / "absent.pth")
+        load("absent.pth")

@@ -1,4 +1,4 @@
-"""BiSeNet V1 components: spatial path, context-path backbones, ARM, U-shape, weights.
+"""BiSeNet V1 components: spatial path, context-path backbones, ARM, U-shape.
 
 The assembled network reuses ``blocks.model.TwoBranchSegNet`` (spatial path as its
 ``detail`` branch, context path as its ``semantic`` branch, aux heads as its ``boosters``)
@@ -9,7 +9,6 @@ from blocks.backbones import BasicBlock, ResNet18
 from blocks.v1.backbones import SeparableConvBN, Xception39, XceptionBlock
 from blocks.v1.context import AttentionRefinement, ContextPath, GlobalContext
 from blocks.v1.spatial import SpatialPath
-from blocks.v1.weights import load_backbone_weights
 
 __all__ = [
     "AttentionRefinement",
@@ -21,5 +20,4 @@ __all__ = [
     "SpatialPath",
     "Xception39",
     "XceptionBlock",
-    "load_backbone_weights",
 ]

@@ -8,17 +8,15 @@ peer's, so ``runners.evaluate --checkpoint`` scores it as the peer would.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from blocks.builder import build_model
-from blocks.weights import name_list, read_state_dict
+from blocks.weights import file_sha256, name_list, read_state_dict, rename_key
 from runners import checkpoint as ckpt
-from runners.convert.keymaps import KEYMAPS, PEER_NORMALISATION, PEER_PRESETS, PEERS, KeyMap
+from runners.convert.keymaps import KEYMAPS, PEER_NORMALISATION, PEER_PRESETS, PEERS
 from searchspace.errors import CheckpointError, UsageError
 from searchspace.outputs import output_file
 from searchspace.presets import ArchSpec, get_preset
@@ -72,25 +70,6 @@ def peer_form(peer: str, spec: ArchSpec) -> ArchSpec:
     return preset
 
 
-def _compile(keymap: KeyMap) -> list[tuple[re.Pattern[str], str]]:
-    return [(re.compile(pattern), target) for pattern, target in keymap["rules"]]
-
-
-def rename(key: str, keymap: KeyMap) -> str | None:
-    """The toolkit name of one peer key, or None when no rule takes it."""
-    module, _, leaf = key.rpartition(".")
-    hits = [(p, t) for p, t in _compile(keymap) if p.fullmatch(module)]
-    if not hits:
-        return None
-    if len(hits) > 1:  # a defect in the map itself, not in the user's file
-        raise AssertionError(f"key {key}: matched by {len(hits)} rules")
-    pattern, target = hits[0]
-    groups = pattern.fullmatch(module).groupdict()  # type: ignore[union-attr]
-    lookups = keymap["lookups"]
-    values = {k: lookups[k][v] if k in lookups else v for k, v in groups.items()}
-    return f"{target.format(**values)}.{leaf}"
-
-
 def convert_state_dict(
     state: dict[str, torch.Tensor], peer: str, spec: ArchSpec, where: str = "checkpoint"
 ) -> Conversion:
@@ -105,7 +84,7 @@ def convert_state_dict(
     renamed: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in state.items():
-        new = rename(key, keymap)
+        new = rename_key(key, keymap)
         if new is None:
             unknown.append(key)
         else:
@@ -169,14 +148,6 @@ def converted_recipe(
     )
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_file(
     src: Path,
     out: Path,
@@ -204,7 +175,7 @@ def convert_file(
                 "recipe_id": recipe.recipe_id,
                 "model": conv.state,
                 "iteration": 0,
-                "converted_from": {"peer": peer, "file": src.name, "sha256": sha256(src)},
+                "converted_from": {"peer": peer, "file": src.name, "sha256": file_sha256(src)},
             },
             tmp,
         )

@@ -1,5 +1,8 @@
 """The peers' state-dict names mapped onto this toolkit's, as data.
 
+The rules for CoinCheung's V2 detail and semantic branches live in ``blocks/keymaps.py``
+(their ImageNet backbone file uses the same names); these maps add fusion and heads.
+
 Written from the peers' published module structure (docs/peer-forms.md, section 3, with
 the files and commits read): CoinCheung/BiSeNet ``lib/models/bisenetv{1,2}.py`` and
 mmsegmentation's ``BiSeNetV1``/``BiSeNetV2`` backbones with their FCN heads.
@@ -15,34 +18,23 @@ check every rule against the peers' exact key lists and shapes.
 
 from __future__ import annotations
 
-from typing import TypedDict
-
-
-class KeyMap(TypedDict):
-    rules: list[tuple[str, str]]
-    lookups: dict[str, dict[str, str]]
-
+from blocks.keymaps import (
+    COINCHEUNG_MEAN,
+    COINCHEUNG_STD,
+    COINCHEUNG_V2_BRANCHES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KeyMap,
+)
 
 _CB = {"0": "conv", "1": "bn"}  # a raw nn.Sequential(conv, bn[, relu])
-_GE_CC = r"segment\.(?P<stage>S3|S4|S5_4)\.(?P<i>\d+)"
 _GE_MM = r"backbone\.semantic\.(?P<stage>stage2|stage3|stage4)\.(?P<i>\d+)"
 _BGA_MM = r"backbone\.bga"
 _CP_MM = r"backbone\.context_path"
 
 COINCHEUNG_V2: KeyMap = {
     "rules": [
-        (r"detail\.S(?P<k>[123])\.(?P<j>\d+)\.(?P<p>conv|bn)", "detail.stages.{k}.{j}.{p}"),
-        (r"segment\.S1S2\.(?P<m>conv|fuse)\.(?P<p>conv|bn)", "semantic.stem.{m}.{p}"),
-        (r"segment\.S1S2\.left\.(?P<j>[01])\.(?P<p>conv|bn)", "semantic.stem.left.{j}.{p}"),
-        (_GE_CC + r"\.conv1\.(?P<p>conv|bn)", "semantic.{stage}.{i}.gather.{p}"),
-        (_GE_CC + r"\.dwconv1?\.(?P<cb>[01])", "semantic.{stage}.{i}.dw.0.{cb}"),
-        (_GE_CC + r"\.dwconv2\.(?P<cb>[01])", "semantic.{stage}.{i}.dw.1.{cb}"),
-        (_GE_CC + r"\.conv2\.(?P<cb>[01])", "semantic.{stage}.{i}.project.{cb}"),
-        (_GE_CC + r"\.shortcut\.(?P<cb>[01])", "semantic.{stage}.{i}.shortcut.0.{cb}"),
-        (_GE_CC + r"\.shortcut\.(?P<cb2>[23])", "semantic.{stage}.{i}.shortcut.1.{cb2}"),
-        (r"segment\.S5_5\.bn", "semantic.ce.bn"),
-        (r"segment\.S5_5\.conv_gap\.(?P<p>conv|bn)", "semantic.ce.gap_conv.{p}"),
-        (r"segment\.S5_5\.conv_last\.(?P<p>conv|bn)", "semantic.ce.out_conv.{p}"),
+        *COINCHEUNG_V2_BRANCHES["rules"],
         (r"bga\.left1\.(?P<cb>[01])", "fusion.detail_keep.0.{cb}"),
         (r"bga\.left1\.2", "fusion.detail_keep.1"),
         (r"bga\.left2\.(?P<cb>[01])", "fusion.detail_down.0.{cb}"),
@@ -60,10 +52,7 @@ COINCHEUNG_V2: KeyMap = {
         (r"(?P<aux>aux2|aux3|aux4|aux5_4)\.conv_out\.1", "boosters.{aux}.classifier"),
     ],
     "lookups": {
-        "k": {"1": "0", "2": "1", "3": "2"},
-        "stage": {"S3": "s3", "S4": "s4", "S5_4": "s5"},
-        "cb": _CB,
-        "cb2": {"2": "conv", "3": "bn"},
+        **COINCHEUNG_V2_BRANCHES["lookups"],
         "aux": {"aux2": "stem", "aux3": "s3", "aux4": "s4", "aux5_4": "s5_4"},
     },
 }
@@ -192,7 +181,7 @@ PEER_PRESETS: dict[tuple[str, str], str] = {
 }
 # how each peer normalises input (RGB in [0, 1]); docs/peer-forms.md section 4
 PEER_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "coincheung": ((0.3257, 0.3690, 0.3223), (0.2112, 0.2148, 0.2115)),
-    "mmseg": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "coincheung": (COINCHEUNG_MEAN, COINCHEUNG_STD),
+    "mmseg": (IMAGENET_MEAN, IMAGENET_STD),
 }
 PEERS = ("coincheung", "mmseg")

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from blocks.builder import build_model
+from blocks.weights import Pretrained, file_sha256, load_pretrained
 from runners import checkpoint as ckpt
 from runners.data.decoded import CachedDataset, open_cache
 from runners.data.source import DataSource
@@ -44,6 +45,7 @@ from runners.train.losses import segmentation_loss
 from runners.train.optim import lr_at, make_optimizer, set_lr
 from searchspace.atomic import write_json
 from searchspace.errors import DataError, UsageError
+from searchspace.presets import backbone_of
 from searchspace.recipes import Recipe
 
 RESULT_NAME = "train_result.json"
@@ -76,6 +78,8 @@ class TrainResult:
     world_size: int = 1
     resumed_from: int = 0  # iteration the run was resumed at (0: started fresh)
     params_sha1: str = ""  # digest of the learned weights: equal digests, equal models
+    # the backbone weights it started from: layout, sha256, tensors loaded, keys dropped
+    pretrained: dict[str, object] | None = None
     # what the recipe's amp ran as here: "fp16", "bf16", "fp32"; "bf16+fp32" when a resume
     # on another machine changed it part-way
     precision: str = ""
@@ -130,6 +134,7 @@ def train(
     curve_at: Sequence[float] = (),
     decoded_cache: Path | str | None = None,
     on_step: Callable[[int], None] | None = None,
+    pretrained: Path | str | None = None,
 ) -> TrainResult:
     """Train ``spec`` under ``recipe`` on the source's train split; results go to ``run_dir``.
 
@@ -150,6 +155,8 @@ def train(
     The train split is read from its pre-decoded cache (``runners.data.decoded``) when
     one exists at the default place or at ``decoded_cache``: the same pixels, less work.
     ``on_step(iteration)`` is called after every step (a status view's "iteration reached").
+    ``pretrained``: the backbone weights file whose SHA-256 ``recipe.pretrained`` names;
+    it initialises the backbone (``blocks.weights.load_pretrained``) before training.
     Run under ``torchrun`` for DDP: ``recipe.batch_size`` is then the global batch.
     """
     if seed < 0:
@@ -167,6 +174,7 @@ def train(
         raise UsageError(
             f"spec has {num_classes} classes but {data_source.label} has {data_source.num_classes}"
         )
+    pretrained = check_pretrained(recipe, pretrained)
     requested = torch.device(device)
     info = dist_utils.setup(requested.type)
     try:
@@ -181,9 +189,36 @@ def train(
         run.decoded_cache = Path(decoded_cache) if decoded_cache is not None else None
         run.on_step = on_step
         run.checkpoint_every_s = checkpoint_every_s
+        run.pretrained_path = pretrained
         return run.execute(on_eval, resume, checkpoint_every, stop_after)
     finally:
         dist_utils.teardown(info)
+
+
+def check_pretrained(recipe: Recipe, path: Path | str | None) -> Path | None:
+    """The weights file a recipe names, checked: given exactly when the recipe has a
+    SHA-256, and that file's (another file is another run)."""
+    if not recipe.pretrained:
+        if path is not None:
+            raise UsageError(
+                f"pretrained weights {path}: the recipe trains from scratch (pretrained='')"
+            )
+        return None
+    if path is None:
+        raise UsageError(
+            f"recipe pretrained={recipe.pretrained[:12]}...: needs its weights file"
+            " (--pretrained PATH)"
+        )
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"pretrained weights {path}: file not found")
+    digest = file_sha256(path)
+    if digest != recipe.pretrained:
+        raise UsageError(
+            f"pretrained weights {path}: SHA-256 {digest[:12]}... is not the recipe's"
+            f" {recipe.pretrained[:12]}... (another file is another run)"
+        )
+    return path
 
 
 class _Run:
@@ -208,6 +243,7 @@ class _Run:
         self.decoded_cache: Path | None = None
         self.on_step: Callable[[int], None] | None = None
         self.checkpoint_every_s = CHECKPOINT_EVERY_S
+        self.pretrained_path: Path | None = None
         self.ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
         self.amp = recipe.amp
         self.precision = precision_name(device, recipe.amp)
@@ -233,13 +269,19 @@ class _Run:
     def _build(self) -> None:
         seed_everything(self.seed)
         _deterministic(self.device)
-        self.model = build_model(self.spec).to(self.device)
+        model = build_model(self.spec)
+        self.loaded: Pretrained | None = None
+        if self.pretrained_path is not None:
+            backbone = backbone_of(self.spec) or "none"
+            self.loaded = load_pretrained(model, self.pretrained_path, backbone)
+        self.model = model.to(self.device)
         if self.info.enabled and self.device.type == "cuda":
             # batch statistics over all GPUs; gloo on CPU has no SyncBatchNorm kernels
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, self.recipe)
+        prefixes = self.loaded.prefixes if self.loaded is not None else ()
+        self.optimizer = make_optimizer(self.model, self.recipe, prefixes)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
 
     def _wrap(self) -> nn.Module:
@@ -554,6 +596,7 @@ class _Run:
             resumed_from=self.resumed_from,
             params_sha1=digest,
             precision=self.precision,
+            pretrained=self.loaded.to_record() if self.loaded is not None else None,
         )
         if status == "ok":
             self.save(finished=True, result=result.to_dict())

@@ -8,31 +8,48 @@ from torch import nn
 from searchspace.recipes import Recipe
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    backbone: tuple[str, ...] = (),
+    backbone_lr_mult: float = 1.0,
+) -> list[dict[str, object]]:
     """Decay conv (and linear) weights; not BN affine parameters, not biases.
 
     Decaying BN's scale pulls it towards 0 and silently shrinks whole channels, which hurts
     small networks trained from scratch; biases have nothing to regularise.
+    Parameters whose names start with a ``backbone`` prefix (what a pretrained file
+    loaded) form groups of their own whose learning rate is ``backbone_lr_mult`` times
+    the schedule's (``lr_mult``, which ``set_lr`` applies).
     """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
-    for module in model.modules():
+    for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
             is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
-            (decay if is_weight else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            in_backbone = bool(backbone) and f"{module_name}.{name}".startswith(backbone)
+            groups.setdefault((is_weight, in_backbone), []).append(param)
+    out: list[dict[str, object]] = []
+    for in_backbone in (False, True):
+        mult = backbone_lr_mult if in_backbone else 1.0
+        for is_weight in (True, False):
+            params = groups.get((is_weight, in_backbone), [])
+            if params or not in_backbone:  # the two plain groups always exist
+                decay = weight_decay if is_weight else 0.0
+                out.append({"params": params, "weight_decay": decay, "lr_mult": mult})
+    return out
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, recipe: Recipe, backbone: tuple[str, ...] = ()
+) -> torch.optim.SGD:
+    """SGD for ``model``; ``backbone``: prefixes of the pretrained part, whose learning
+    rate is ``recipe.backbone_lr_mult`` times the rest's."""
     return torch.optim.SGD(
-        param_groups(model, recipe.weight_decay),
+        param_groups(model, recipe.weight_decay, backbone, recipe.backbone_lr_mult),
         lr=recipe.lr,
         momentum=recipe.momentum,
     )
@@ -54,4 +71,4 @@ def lr_at(recipe: Recipe, iteration: int, progress: float) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -1,0 +1,232 @@
+"""Backbones and pretrained weights: the files users have load, whole, where they belong.
+
+The key lists in tests/fixtures/pretrained_keys/ were written from the libraries'
+published architectures (their README says how); a second implementation here would not
+be an independent reference, so what is checked is what can be: the published parameter
+counts, keys and shapes, the strides and channels of the taps, and that every loaded
+tensor reaches the output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import blocks.weights as weights
+from blocks.builder import build_model, imagenet_backbone
+from blocks.keymaps import LAYOUTS
+from blocks.weights import detect_layout, load_pretrained, rename_key
+from searchspace.backbones import tap_widths
+from searchspace.errors import CheckpointError
+from searchspace.presets import backbone_of, parse_spec
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pretrained_keys"
+# file -> (its layout, a network it fits, the published parameter count with classifier)
+FILES = {
+    "torchvision_resnet18": ("torchvision_resnet18", "v2:bb=resnet18", 11_689_512),
+    "torchvision_mobilenet_v2": ("torchvision_mobilenetv2", "v2:bb=mobilenetv2", 3_504_872),
+    "timm_mobilenetv2_100": ("timm_mobilenetv2", "v2:bb=mobilenetv2", 3_504_872),
+    "torchvision_shufflenet_v2_x1_5": (
+        "torchvision_shufflenetv2",
+        "v2:bb=shufflenetv2,bbw=1.5",
+        3_503_624,
+    ),
+    "torchvision_shufflenet_v2_x0_5": (
+        "torchvision_shufflenetv2",
+        "v2:bb=shufflenetv2,bbw=0.5",
+        1_366_792,
+    ),
+    "coincheung_backbone_v2": ("coincheung_bisenetv2", "bisenetv2_coincheung", 1_678_736),
+}
+# the feature part of each backbone: torchvision's total minus its classifier
+FEATURE_PARAMS = {
+    ("resnet18", 1.0): 11_689_512 - 513_000,
+    ("mobilenetv2", 1.0): 3_504_872 - 1_281_000,
+    ("shufflenetv2", 0.5): 1_366_792 - 1_025_000,
+    ("shufflenetv2", 1.0): 2_278_604 - 1_025_000,
+    ("shufflenetv2", 1.5): 3_503_624 - 1_025_000,
+    ("shufflenetv2", 2.0): 7_393_996 - 2_049_000,
+}
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _keys(name: str) -> dict[str, list[int]]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())["keys"]
+
+
+def _file(name: str, tmp_path: Path, seed: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A weights file with the library's exact keys and shapes, random values."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in _keys(name).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(7)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.1
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_fixtures_hold_the_published_parameter_counts(name: str) -> None:
+    keys = _keys(name)
+    params = sum(torch.Size(shape).numel() for k, shape in keys.items() if not k.endswith(BUFFERS))
+    assert params == FILES[name][2]
+
+
+@pytest.mark.parametrize(("backbone", "width"), sorted(FEATURE_PARAMS))
+def test_feature_parts_have_the_reference_parameter_counts(backbone: str, width: float) -> None:
+    model = imagenet_backbone(backbone, width)
+    assert sum(p.numel() for p in model.parameters()) == FEATURE_PARAMS[(backbone, width)]
+
+
+@pytest.mark.parametrize(("backbone", "width"), sorted(FEATURE_PARAMS))
+def test_taps_are_at_strides_4_8_16_32_with_the_planned_widths(backbone: str, width: float) -> None:
+    model = imagenet_backbone(backbone, width).eval()
+    with torch.inference_mode():
+        taps = model(torch.randn(1, 3, 64, 128))
+    shapes = [tuple(t.shape[1:]) for t in taps]
+    widths = tap_widths(backbone, width)
+    assert shapes == [(c, 64 // s, 128 // s) for c, s in zip(widths, (4, 8, 16, 32), strict=True)]
+    assert model.out_chs == widths
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_each_file_loads_whole_into_its_network(name: str, tmp_path: Path) -> None:
+    layout, spec_text, _ = FILES[name]
+    path, state = _file(name, tmp_path)
+    spec = parse_spec(spec_text)
+    model = build_model(spec)
+    loaded = load_pretrained(model, path, backbone_of(spec))
+    assert loaded.layout == layout
+    assert loaded.sha256 == weights.file_sha256(path)
+    keymap = LAYOUTS[layout].keymap
+    # every key is used exactly once, or is the classifier (and said so)
+    classifier = [k for k in state if rename_key(k, keymap) is None]
+    assert list(loaded.dropped) == classifier
+    assert all(k.startswith(("fc.", "classifier.")) for k in classifier)
+    assert loaded.loaded == len(state) - len(classifier)
+    own = model.state_dict()
+    targets = {rename_key(k, keymap): k for k in state if k not in classifier}
+    assert len(targets) == loaded.loaded  # no two keys land on one tensor
+    into = f"{LAYOUTS[layout].into}." if LAYOUTS[layout].into else ""
+    for target, key in targets.items():
+        assert torch.equal(own[into + target], state[key]), key
+
+
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_mobilenetv2_100",
+                                  "torchvision_shufflenet_v2_x0_5", "coincheung_backbone_v2"])  # fmt: skip
+def test_every_loaded_tensor_reaches_the_output(name: str, tmp_path: Path) -> None:
+    """Change any one loaded tensor and what the loaded part computes changes: no weight
+    lands in a module the forward pass skips. The loaded part's own outputs are watched
+    (every backbone tap; the detail and semantic outputs for CoinCheung's file), not the
+    logits, where a saturated gate could hide a change."""
+    layout, spec_text, _ = FILES[name]
+    path, state = _file(name, tmp_path)
+    spec = parse_spec(spec_text)
+    model = build_model(spec).eval()
+    load_pretrained(model, path, backbone_of(spec))
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of tiny forward passes: 100x faster beside other work
+    try:
+        _check_reach(model, layout, state, x)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_reach(model, layout: str, state: dict, x: torch.Tensor) -> None:
+    def outputs() -> list[torch.Tensor]:
+        with torch.inference_mode():
+            if LAYOUTS[layout].into:
+                return list(model.get_submodule(LAYOUTS[layout].into)(x))
+            return [model.detail(x), *model.semantic(x).values()]
+
+    before = outputs()
+    layout_ = LAYOUTS[layout]
+    into = f"{layout_.into}." if layout_.into else ""
+    tensors = dict(model.state_dict(keep_vars=True))
+    silent = []
+    for key in state:
+        target = rename_key(key, layout_.keymap)
+        if target is None or key.endswith("num_batches_tracked"):
+            continue
+        tensor = tensors[into + target]
+        saved = tensor.detach().clone()
+        with torch.no_grad():
+            tensor.mul_(1.5).add_(0.05)
+        after = outputs()
+        with torch.no_grad():
+            tensor.copy_(saved)
+        if all(torch.equal(b, a) for b, a in zip(before, after, strict=True)):
+            silent.append(key)
+    assert not silent, silent[:5]
+
+
+# --- what does not fit: one line, the model untouched ----------------------------------
+
+
+def _refused(model: torch.nn.Module, path: Path, backbone: str) -> str:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(model, path, backbone)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-loaded
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_file_of_another_architecture_is_refused_naming_both(tmp_path: Path) -> None:
+    path, _ = _file("torchvision_resnet18", tmp_path)
+    message = _refused(build_model(parse_spec("v2:bb=mobilenetv2")), path, "mobilenetv2")
+    assert "torchvision's ImageNet ResNet-18 (torchvision_resnet18)" in message
+    assert "backbone is mobilenetv2" in message
+
+
+def test_a_file_of_another_width_is_refused_naming_the_shapes(tmp_path: Path) -> None:
+    path, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path)
+    model = build_model(parse_spec("v2:bb=shufflenetv2,bbw=1.5"))
+    message = _refused(model, path, "shufflenetv2")
+    assert (
+        "shape mismatch: stage2.0.branch1.2.weight (file (24, 24, 1, 1), network (88, 24" in message
+    )
+
+
+def test_missing_and_unknown_keys_are_named(tmp_path: Path) -> None:
+    _, state = _file("torchvision_mobilenet_v2", tmp_path)
+    del state["features.18.1.weight"]
+    torch.save(state, tmp_path / "missing.pth")
+    model = build_model(parse_spec("v2:bb=mobilenetv2"))
+    assert "missing keys: features.18.1.weight" in _refused(
+        model, tmp_path / "missing.pth", "mobilenetv2"
+    )
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "unknown.pth")
+    message = _refused(model, tmp_path / "unknown.pth", "mobilenetv2")
+    assert message.count("cannot place 'encoder.weight'") == len(LAYOUTS)
+
+
+def test_an_ambiguous_file_names_the_candidates(monkeypatch) -> None:
+    twin = LAYOUTS["torchvision_resnet18"]
+    monkeypatch.setitem(weights.LAYOUTS, "twin_resnet18", twin)
+    with pytest.raises(CheckpointError, match="ambiguous layout, fits torchvision_resnet18, twin"):
+        detect_layout(["conv1.weight", "layer1.0.bn1.weight"], "f.pth")
+
+
+def test_files_that_are_not_weights_are_refused(tmp_path: Path, recwarn) -> None:
+    model = build_model(parse_spec("v2:bb=resnet18"))
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    assert "expected a state dict" in _refused(model, tmp_path / "list.pth", "resnet18")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"conv1.weight": Payload()}, tmp_path / "code.pth")
+    assert "would run code" in _refused(model, tmp_path / "code.pth", "resnet18")
