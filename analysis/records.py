@@ -99,6 +99,13 @@ def _at(section: str, field: str) -> Callable[[_Source], Any]:
     return lambda s: getattr(s, section).get(field)
 
 
+def _pretrained(found: Mapping[str, Any] | None) -> str | None:
+    """``layout@sha256[:12]`` of the weights a run started from; None: from scratch."""
+    if not found:
+        return None
+    return f"{found.get('layout')}@{str(found.get('sha256'))[:12]}"
+
+
 def _gmacs(s: _Source) -> float | None:
     macs = s.metrics.get("macs")
     return macs / 1e9 if macs is not None else None
@@ -109,6 +116,9 @@ def _gmacs(s: _Source) -> float | None:
 RECORD_COLUMNS: tuple[Column[_Source], ...] = (
     Column("spec_id", _at("key", "spec_id")),
     Column("recipe_id", _at("key", "recipe_id")),
+    # a pretrained run's recipe before its weights file was applied (the table row's)
+    Column("base_recipe_id", lambda s: s.context.get("base_recipe_id") or s.key.get("recipe_id")),
+    Column("pretrained", lambda s: _pretrained(s.train.get("pretrained"))),
     Column("dataset_id", _at("key", "dataset_id")),
     Column("seed", _at("key", "seed"), "Int64"),
     Column("status", _at("record", "status")),

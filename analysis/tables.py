@@ -54,6 +54,10 @@ TABLE_DTYPES: Mapping[str, str | None] = {
     "status": None,
     "confidence": None,
     "note": None,
+    # where the measured runs' backbone started: "scratch" or "layout@sha256[:12]"
+    "init": None,
+    # the paper's: "imagenet" for rows it initialised from ImageNet weights, else None
+    "paper_init": None,
 }
 TABLE_COLUMNS = tuple(TABLE_DTYPES)
 
@@ -107,6 +111,9 @@ class BuiltTable:
 def as_recipe(recipe: Recipe | str) -> Recipe:
     """A Recipe, or a recipe text as the command line takes it (``smoke``, ``smoke:budget=400``)."""
     return recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
+
+
+INITS = ("scratch", "pretrained")
 
 
 def row_recipe_ids(rows: Iterable[PaperRow], recipe: Recipe) -> set[str]:
@@ -185,8 +192,14 @@ def build_table(
     records: pd.DataFrame,
     recipe: Recipe | str = "smoke",
     dataset_id: str | None = None,
+    init: str = "scratch",
 ) -> BuiltTable:
     """Paper table ``table`` beside the measured records (the frame of ``load_records``).
+
+    ``init="scratch"`` shows the runs trained from scratch; ``"pretrained"`` shows, for
+    each row that has them, its runs that started from a pretrained backbone (the row's
+    recipe plus a weights file: ``--pretrained``), and the scratch runs of the others.
+    The ``init`` column says which a row shows.
 
     Its frame has one row per paper row, in the paper's order, with the columns of
     ``TABLE_COLUMNS``; mIoU in percent (the paper's unit), params and MACs as integers,
@@ -194,13 +207,18 @@ def build_table(
     these recipes. The rest of the result says what the frame is of (title, recipe,
     dataset, devices) and holds each row's per-seed values.
     """
+    if init not in INITS:
+        raise UsageError(f"init {init!r}: expected one of {', '.join(INITS)}")
     paper = get_table(table)
     base = as_recipe(recipe)
     recipe_ids = row_recipe_ids(paper.rows, base)
     if dataset_id is None:
         dataset_id = pick_dataset(records, recipe_ids)
     label, builtin, comparable = _dataset_meta(records, dataset_id)
-    sel = records[(records["dataset_id"] == dataset_id) & records["recipe_id"].isin(recipe_ids)]
+    # a pretrained run is found through the recipe its row gave it (base_recipe_id)
+    sel = records[
+        (records["dataset_id"] == dataset_id) & records["base_recipe_id"].isin(recipe_ids)
+    ]
     num_classes = dataset_classes(records, dataset_id)
 
     rows, matched = [], []
@@ -217,6 +235,7 @@ def build_table(
             note=row.note or None,
             n_seeds=0,
             n_failed=0,
+            paper_init=row.paper_init,
         )
         if row.spec is None:
             out["status"] = f"unsupported: {row.unsupported}"
@@ -229,7 +248,18 @@ def build_table(
             recipe_changes=",".join(f"{k}={v}" for k, v in row.recipe_changes.items()) or None,
             recipe_id=rrecipe.recipe_id,
         )
-        mine = sel[(sel["spec_id"] == spec.spec_id) & (sel["recipe_id"] == rrecipe.recipe_id)]
+        mine = sel[(sel["spec_id"] == spec.spec_id) & (sel["base_recipe_id"] == rrecipe.recipe_id)]
+        pretrained = mine["pretrained"].notna()
+        mine = mine[pretrained] if init == "pretrained" and pretrained.any() else mine[~pretrained]
+        if not mine.empty:
+            tags = sorted(set(mine["pretrained"].dropna()))
+            # one weights file per row and seed set: two files would be two experiments
+            if len(tags) > 1:
+                raise UsageError(
+                    f"table {table} row {row.row}: runs from {len(tags)} weights files"
+                    f" ({', '.join(tags)}); keep one per results folder"
+                )
+            out["init"] = tags[0] if tags else "scratch"
         matched.append(mine)
         ok = mine[mine["status"] == "ok"]
         failed = mine[mine["status"] == "failed"]
@@ -345,6 +375,20 @@ def table_notes(table: BuiltTable) -> list[str]:
         f"GMACs: multiply-adds at a {h}x{w} (HxW) input, the paper's 'GFLOPs' "
         "(GFLOPs = 2 x GMACs). mIoU in %: mean over seeds, std = sample std (blank for one seed)."
     )
+    if "paper_init" in frame and "init" in frame:
+        unlike = frame.loc[
+            (frame["paper_init"] == "imagenet") & (frame["init"] == "scratch"), "row"
+        ]
+        if len(unlike):
+            notes.append(
+                f"Initialisation: the paper started {', '.join(unlike)} from ImageNet weights;"
+                " here they trained from scratch (no --pretrained), so their comparison with"
+                " the paper's numbers is not like for like."
+            )
+        warm = frame.loc[frame["init"].fillna("scratch") != "scratch", ["row", "init"]]
+        if len(warm):
+            shown = ", ".join(f"{r} ({i})" for r, i in zip(warm["row"], warm["init"]))
+            notes.append(f"Pretrained: {shown} started from these weights (layout@sha256).")
     if "latency_contended" in frame:
         contended = frame.loc[frame["latency_contended"].fillna(False).astype(bool), "row"]
         if len(contended):

@@ -121,7 +121,9 @@ def execute_run(
     """
     started = utc_now()
     timings: dict[str, Any] = {"started_at": started}
-    context = {"tables": [r.key for r in run.rows]}
+    context: dict[str, Any] = {"tables": [r.key for r in run.rows]}
+    if run.base_recipe_id is not None:
+        context["base_recipe_id"] = run.base_recipe_id
     metrics: dict[str, Any] = {}
     input_hw = run.input_hw(settings)
 
@@ -159,7 +161,7 @@ def execute_run(
         result = train(
             run.spec, run.recipe, data, run.seed, run_dir, device=device, progress=progress,
             workers=workers, on_eval=on_eval, curve_at=CURVE_AT, on_step=on_step,
-            checkpoint_every_s=checkpoint_every_s,
+            checkpoint_every_s=checkpoint_every_s, pretrained=run.pretrained,
         )  # fmt: skip
     except (SpecError, UsageError):
         raise  # a mistake of the whole invocation: no point going on with other rows
@@ -174,6 +176,8 @@ def execute_run(
         "final_loss": result.final_loss,
         "precision": result.precision,
     }
+    if result.pretrained is not None:
+        train_part["pretrained"] = result.pretrained  # layout, sha256, what was loaded
     if result.status != "ok":
         return failed(result.reason or "training failed", train_part)
 

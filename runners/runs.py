@@ -4,6 +4,7 @@ it is profiled. Torch-free, so planning (and ``--status``) never loads torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from searchspace.recipes import Recipe
@@ -31,6 +32,10 @@ class PlannedRun:
     recipe: Recipe
     seed: int
     rows: list[PaperRow] = field(default_factory=list)
+    # the weights file whose SHA-256 ``recipe.pretrained`` names (None: from scratch)
+    pretrained: Path | None = None
+    # with ``pretrained``: the row's recipe id before the file's changes (tables find it)
+    base_recipe_id: str | None = None
 
     @property
     def label(self) -> str:

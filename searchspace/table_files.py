@@ -26,6 +26,9 @@ The schema (a key not listed is an error)::
     miou = 69.66                       # optional paper numbers (val mIoU %, GMACs), setting,
     gmacs = 25.84                      # note, confidence (not with ``numbers``: one copy)
     # or instead of spec/changes/recipe: unsupported = "why the toolkit cannot run it"
+    paper_init = "imagenet"            # optional: the paper started this row's backbone
+                                       # from ImageNet weights (tables then say whether
+                                       # the measured runs did: --pretrained)
 
     [[claims]]
     id = "t3a_lambda_quarter"          # unique across the catalogue and loaded tables
@@ -103,7 +106,10 @@ _ROW_KEYS = (
     "note",
     "confidence",
     "unsupported",
+    "paper_init",
 )
+# how the paper initialised a row (absent: from scratch, as V2's own rows)
+PAPER_INITS = ("imagenet",)
 _NUMBER_KEYS = ("setting", "miou", "gmacs", "note", "confidence")
 _CLAIM_KEYS = ("id", "text", "kind", "rows", "field", "source", "margin")
 _NUMBERS_KEYS = ("csv", "table")
@@ -314,7 +320,10 @@ def _row(data: Any, index: int, ctx: _Context) -> PaperRow:
             paper_gmacs=_csv_float(reported[gmacs_column]),
             input_hw=_csv_hw(reported.get("input_wh"), ctx.input_hw),
         )
-    common = dict(table=ctx.table, row=name, paper=ctx.paper, **numbers)
+    paper_init = _text(data, "paper_init", where)
+    if paper_init is not None and paper_init not in PAPER_INITS:
+        raise _fail(where, f"paper_init = {paper_init!r}: expected one of {', '.join(PAPER_INITS)}")
+    common = dict(table=ctx.table, row=name, paper=ctx.paper, paper_init=paper_init, **numbers)
     unsupported = _text(data, "unsupported", where)
     if unsupported is not None:
         extra = [k for k in ("spec", "changes", "recipe") if k in data]

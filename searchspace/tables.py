@@ -54,6 +54,8 @@ class PaperRow:
     note: str = ""
     unsupported: str | None = None  # why the toolkit cannot run this row
     paper: str = "BiSeNetV2"
+    # "imagenet": the paper initialised this row's backbone from ImageNet weights
+    paper_init: str | None = None
 
     @property
     def source(self) -> str:

@@ -38,7 +38,7 @@ def test_list_names_every_table_and_marks_unsupported_rows() -> None:
     assert out.returncode == 0, out.stderr
     for table in ("table 2:", "table 3a:", "table 5b:", "table 6:", "table v1-3:"):
         assert table in out.stdout
-    assert "unsupported: needs ImageNet" in out.stdout
+    assert "bb=resnet18" in out.stdout  # Table 6's backbone rows
     assert "lambda_1_8" in out.stdout and "lam=0.125" in out.stdout
 
 

@@ -30,7 +30,7 @@ from analysis.claims import (
 from analysis.plots import paper_points, pareto_front, plot_speed_accuracy, points_from_table
 from analysis.records import load_records, records_to_frame
 from analysis.report import write_report
-from analysis.tables import build_table, to_csv, to_latex, to_markdown
+from analysis.tables import build_table, table_notes, to_csv, to_latex, to_markdown
 from searchspace.errors import UsageError
 from searchspace.recipes import get_recipe, recipe_from_json_dict
 from searchspace.tables import get_table
@@ -96,8 +96,9 @@ def test_table_beside_the_paper(fixture_records, fixture_recipe):
     assert list(csv["row"]) == [r.row for r in get_table("2").rows]
     assert csv["is_builtin"].all() and csv.loc[4, "miou_pct"] == pytest.approx(34.8)
 
-    unsupported = build_table("6", fixture_records, fixture_recipe).frame.set_index("row")
-    assert unsupported.loc["resnet18", "status"].startswith("unsupported: needs ImageNet")
+    t6 = build_table("6", fixture_records, fixture_recipe).frame.set_index("row")
+    assert t6.loc["resnet18", "status"] == "not run"  # runnable since the backbones came
+    assert t6.loc["resnet18", "paper_init"] == "imagenet" and pd.isna(t6.loc["resnet18", "init"])
 
 
 def _record(table: str, row: str, seed: int, miou: float | None, **kw: Any) -> dict[str, Any]:
@@ -686,3 +687,26 @@ def test_seed_effect_uses_the_seeds_most_rows_share():
     assert effect is not None and effect.rows == 4 and effect.seeds == (0, 1, 2, 3, 4)
     assert -1.0 < effect.icc < 1.0
     assert seed_effect(records_to_frame(recs[:10]), "synth-test") is None  # 2 rows only
+
+
+def test_tables_say_which_rows_were_pretrained_and_which_the_paper_pretrained() -> None:
+    """Table 6's ResNet-18 row: the paper's ran from ImageNet weights. A scratch run is
+    shown with a note that the comparison is not like for like; a pretrained run of the
+    same row (its recipe plus the file's SHA-256, found through base_recipe_id) is shown
+    with init="pretrained", tagged with its layout and file."""
+    scratch = _record("6", "resnet18", 0, 0.30)
+    warm = _record("6", "resnet18", 0, 0.40)
+    warm["key"]["recipe_id"] = "0123456789"
+    warm["context"] = {"base_recipe_id": scratch["key"]["recipe_id"]}
+    warm["train"] = {"pretrained": {"layout": "torchvision_resnet18", "sha256": "ab" * 32}}
+    records = records_to_frame([scratch, warm])
+    cold = build_table("6", records, "smoke")
+    row = cold.frame.set_index("row").loc["resnet18"]
+    assert row["init"] == "scratch" and row["miou_pct"] == pytest.approx(30.0)
+    assert any("not like for like" in n and "resnet18" in n for n in table_notes(cold))
+    hot = build_table("6", records, "smoke", init="pretrained")
+    row = hot.frame.set_index("row").loc["resnet18"]
+    assert row["init"] == f"torchvision_resnet18@{'ab' * 6}" and row["miou_pct"] == 40.0
+    notes = table_notes(hot)
+    assert any(n.startswith("Pretrained: resnet18 (torchvision_resnet18@") for n in notes)
+    assert not any("not like for like" in n for n in notes)

@@ -10,6 +10,9 @@ tensor reaches the output.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from searchspace.backbones import tap_widths
 from searchspace.errors import CheckpointError
 from searchspace.presets import backbone_of, parse_spec
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained_keys"
 # file -> (its layout, a network it fits, the published parameter count with classifier)
 FILES = {
@@ -230,3 +234,105 @@ def test_files_that_are_not_weights_are_refused(tmp_path: Path, recwarn) -> None
 
     torch.save({"conv1.weight": Payload()}, tmp_path / "code.pth")
     assert "would run code" in _refused(model, tmp_path / "code.pth", "resnet18")
+
+
+# --- --pretrained end to end: identity, records, tables --------------------------------
+
+TABLE = """
+id = "bb"
+title = "a backbone row beside the paper's own branch"
+[[rows]]
+name = "shuffle"
+spec = "v2:bb=shufflenetv2,bbw=0.5,a=0.25,ce=false,bst=none"
+paper_init = "imagenet"
+[[rows]]
+name = "own"
+spec = "v2:a=0.25,bst=none"
+"""
+TINY = "smoke:budget=2,crop_hw=64+64,batch_size=2,warmup_iters=0,eval_hw=64+128"
+
+
+def _ablate(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "runners.ablate", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+
+
+def test_pretrained_runs_are_their_own_keys_and_say_so(tmp_path: Path, tiny_data: str) -> None:
+    table = tmp_path / "bb.toml"
+    table.write_text(TABLE)
+    weights, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path)
+    copy = tmp_path / "elsewhere.pth"
+    copy.write_bytes(weights.read_bytes())
+    common = ["--table", str(table), "--recipe", TINY, "--data", tiny_data, "--no-latency",
+              "--no-progress", "--results-dir", str(tmp_path / "res")]  # fmt: skip
+    first = _ablate(*common, "--pretrained", f"shufflenetv2={weights}", "--backbone-lr-mult", "0.1")
+    assert first.returncode == 0, first.stderr
+    assert "Pretrained: shuffle (torchvision_shufflenetv2@" in first.stdout
+    records = {
+        json.loads(p.read_text())["spec_string"]: json.loads(p.read_text())
+        for p in (tmp_path / "res" / "records").rglob("*.json")
+    }
+    shuffle = next(r for s, r in records.items() if "shufflenetv2" in s)
+    own = next(r for s, r in records.items() if "shufflenetv2" not in s)
+    sha = shuffle["train"]["pretrained"]["sha256"]
+    assert shuffle["recipe"]["fields"]["pretrained"] == sha
+    assert shuffle["recipe"]["fields"]["backbone_lr_mult"] == 0.1
+    assert shuffle["train"]["pretrained"]["layout"] == "torchvision_shufflenetv2"
+    assert "pretrained" not in own["train"] and "pretrained" not in own["recipe"]["fields"]
+    # the same file at another path is the same key: nothing to do
+    again = _ablate(*common, "--pretrained", f"shufflenetv2={copy}", "--backbone-lr-mult", "0.1")
+    assert again.returncode == 0 and "0 to do" in again.stdout, again.stdout
+    # from scratch is another key; the table then says the paper's row was pretrained
+    scratch = _ablate(*common, "--rows", "shuffle", "--dry-run")
+    assert scratch.returncode == 0
+    status = _ablate(*common, "--rows", "shuffle", "--status")
+    assert "missing" in status.stdout and sha[:12] not in status.stdout
+    # another file is another key
+    (tmp_path / "o").mkdir()
+    other, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path / "o", seed=1)
+    status = _ablate(*common, "--status", "--pretrained", f"shufflenetv2={other}",
+                     "--backbone-lr-mult", "0.1")  # fmt: skip
+    assert "missing" in status.stdout, status.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--pretrained", "resnet18={w}"], "no run here has the backbone resnet18"),
+        (["--pretrained", "bisenetv2={w}"], "for shufflenetv2, not bisenetv2"),
+        (["--pretrained", "alexnet={w}"], "unknown backbone 'alexnet'"),
+        (["--pretrained", "{w}"], "name the one it is for"),
+        (["--backbone-lr-mult", "0.1"], "applies only with --pretrained"),
+        (["--pretrained", "shufflenetv2={w}", "--pretrained", "shufflenetv2={w}"], "second file"),
+    ],
+)
+def test_bad_pretrained_arguments_are_one_line(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    weights, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path)
+    table = tmp_path / "bb.toml"
+    table.write_text(TABLE)
+    res = tmp_path / "res"
+    out = _ablate("--table", str(table), "--results-dir", str(res), "--dry-run",
+                  *[a.format(w=weights) for a in args])  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert not (res / "records").exists()
+
+
+def test_backbone_lr_mult_scales_the_loaded_part_only() -> None:
+    from runners.train.optim import param_groups, set_lr
+
+    model = build_model(parse_spec("v2:bb=resnet18"))
+    groups = param_groups(model, 5e-4, ("semantic.backbone.",), 0.1)
+    optimizer = torch.optim.SGD(groups, lr=1.0)
+    set_lr(optimizer, 0.5)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    for name, p in named.items():
+        assert lr_of[id(p)] == (0.05 if name.startswith("semantic.backbone.") else 0.5), name

@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Only torch-free modules at the top: ``--status`` and ``--cancel`` must answer without
 # loading torch (the training path imports what it needs inside ``main``).
-from runners.ablate.plan import keep_table_files, plan_runs, resolve_tables
+from runners.ablate.plan import keep_table_files, plan_runs, resolve_tables, select_rows
 from runners.cli import (
     ArgumentParser,
     add_max_attempts_argument,
@@ -25,10 +25,12 @@ from runners.cli import (
     run_cli,
 )
 from runners.data.source import RUN_SPLITS, parse_data_arg
+from runners.pretrained import add_pretrained_arguments, resolve_pretrained
 from runners.runs import ProfileSettings
 from runners.store.run_once import check_max_attempts
 from searchspace.cli import work_begins
 from searchspace.errors import UsageError
+from searchspace.presets import backbone_of
 from searchspace.recipes import parse_recipe
 from searchspace.tables import PRESET_TABLE, get_table, table_names
 
@@ -50,6 +52,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--rows", help="comma-separated row names of the table (default: all)")
     p.add_argument("--recipe", default="smoke", help="smoke (default), paper, or NAME:k=v,...")
     p.add_argument("--seeds", type=int, default=1, help="seeds per row (0..K-1)")
+    add_pretrained_arguments(p)
     p.add_argument("--data", default="synth", help="synth (built-in), cityscapes:PATH, folder:PATH")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
@@ -149,7 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = parse_recipe(args.recipe)
     quick = args.status or args.cancel  # read the folder only: no data checks, no torch
     data = parse_data_arg(args.data, check=() if quick else RUN_SPLITS)
-    runs, unsupported = plan_runs(tables, rows, recipe, data, args.seeds)
+    chosen = [r for t in tables for r in select_rows(t, rows if len(tables) == 1 else None)]
+    pretraining = resolve_pretrained(
+        args.pretrained, (backbone_of(r.spec) for r in chosen if r.spec), args.backbone_lr_mult
+    )
+    runs, unsupported = plan_runs(tables, rows, recipe, data, args.seeds, pretraining)
+    args.init = "pretrained" if pretraining.files else "scratch"
     if args.status:
         return _print_status(runs, args)
     if args.cancel:
@@ -202,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers, on_progress=lambda m: print(m, flush=True),
         max_attempts=args.max_attempts,
     )  # fmt: skip
-    print_tables(store.root, table_ids, tables, recipe, data.data_id)
+    print_tables(store.root, table_ids, tables, recipe, data.data_id, args.init)
     gave_up = (
         f" ({len(outcome.exhausted)} of them left failed after --max-attempts)"
         if outcome.exhausted
@@ -268,7 +276,9 @@ def check_args(args) -> None:
         raise UsageError("--status and --cancel only read the folder: drop the other actions")
 
 
-def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> None:
+def print_tables(
+    results_dir: Path, table_ids, tables, recipe, data_id: str, init: str = "scratch"
+) -> None:
     """Each table from the stored records, beside the paper's numbers, with its notes, then
     what its claims say (and what would settle the open ones)."""
     from analysis.records import load_records
@@ -277,7 +287,7 @@ def print_tables(results_dir: Path, table_ids, tables, recipe, data_id: str) -> 
 
     records = load_records(results_dir)
     for table_id, table in zip(table_ids, tables):
-        frame = build_table(table_id, records, recipe, data_id)
+        frame = build_table(table_id, records, recipe, data_id, init)
         print(f"\ntable {table_id}: {table.title}\n")
         print(to_markdown(frame))
         for note in table_notes(frame):

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runners.data.source import DataSource
+from runners.pretrained import NONE as NO_PRETRAINING
+from runners.pretrained import Pretraining
 from runners.runs import PlannedRun
 from searchspace.errors import StoreError, UsageError
 from searchspace.recipes import Recipe
@@ -59,8 +61,10 @@ def plan_runs(
     recipe: Recipe,
     data: DataSource,
     seeds: int,
+    pretraining: Pretraining = NO_PRETRAINING,
 ) -> tuple[list[PlannedRun], list[PaperRow]]:
-    """(runs to do, in table order and deduplicated; rows the toolkit cannot run)."""
+    """(runs to do, in table order and deduplicated; rows the toolkit cannot run).
+    ``pretraining``: the rows whose backbone has a file start from it."""
     if seeds < 1:
         raise UsageError(f"--seeds {seeds}: must be >= 1")
     planned: dict[RecordKey, PlannedRun] = {}
@@ -72,8 +76,11 @@ def plan_runs(
                 unsupported.append(row)
                 continue
             spec, row_recipe = row.run_for(recipe, data.num_classes)
+            base_id = row_recipe.recipe_id
+            row_recipe, weights = pretraining.apply(spec, row_recipe)
             ids = (spec.spec_id, row_recipe.recipe_id, data.data_id)  # hashed once per row
+            base = base_id if weights is not None else None
             for seed in range(seeds):
-                run = PlannedRun(RecordKey(*ids, seed), spec, row_recipe, seed)
+                run = PlannedRun(RecordKey(*ids, seed), spec, row_recipe, seed, [], weights, base)
                 planned.setdefault(run.key, run).rows.append(row)
     return list(planned.values()), unsupported
