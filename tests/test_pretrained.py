@@ -23,7 +23,7 @@ from blocks.builder import build_model, imagenet_backbone
 from blocks.keymaps import LAYOUTS
 from blocks.weights import detect_layout, load_pretrained, rename_key
 from searchspace.backbones import tap_widths
-from searchspace.errors import CheckpointError
+from searchspace.errors import CheckpointError, UsageError
 from searchspace.presets import backbone_of, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,3 +336,43 @@ def test_backbone_lr_mult_scales_the_loaded_part_only() -> None:
     assert len(lr_of) == len(named)  # every parameter in exactly one group
     for name, p in named.items():
         assert lr_of[id(p)] == (0.05 if name.startswith("semantic.backbone.") else 0.5), name
+
+
+def test_train_command_starts_from_the_file(tmp_path: Path, tiny_data: str) -> None:
+    weights, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "runners.train", "--spec", "v2:bb=shufflenetv2,bbw=0.5,a=0.25",
+         "--recipe", TINY, "--data", tiny_data, "--out", str(tmp_path / "run"), "--no-eval",
+         "--pretrained", str(weights)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert result["pretrained"]["layout"] == "torchvision_shufflenetv2"
+    assert result["pretrained"]["dropped"] == ["fc.weight", "fc.bias"]
+    assert result["pretrained"]["sha256"] == weights_sha(weights)
+
+
+def weights_sha(path: Path) -> str:
+    return weights.file_sha256(path)
+
+
+def test_search_trials_take_the_file_of_their_backbone(tmp_path: Path, tiny_data: str) -> None:
+    from runners.search.config import SearchConfig
+    from runners.search.setup import TrialSetup
+
+    path, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path)
+    cfg = SearchConfig(space="v2-full", study="s", trials=1, data=tiny_data,
+                       results_dir=str(tmp_path / "res"),
+                       pretrained=(f"shufflenetv2={path}",))  # fmt: skip
+    setup = TrialSetup.of(cfg)
+    warm = setup.run(parse_spec("v2:bb=shufflenetv2,bbw=0.5"), 0)
+    cold = setup.run(parse_spec("bisenetv2"), 0)
+    assert warm.recipe.pretrained == weights.file_sha256(path) and warm.pretrained == path
+    assert warm.base_recipe_id == setup.recipe.recipe_id == cold.recipe.recipe_id
+    assert cold.pretrained is None and setup.key(parse_spec("bisenetv2"), 0) == cold.key
+    other = SearchConfig(space="multipliers", study="s", trials=1, data=tiny_data,
+                         pretrained=(f"shufflenetv2={path}",))  # fmt: skip
+    with pytest.raises(UsageError, match="no run here has the backbone shufflenetv2"):
+        TrialSetup.of(other)

@@ -27,6 +27,7 @@ from runners.cli import (
     check_output_dir,
     run_cli,
 )
+from runners.pretrained import add_pretrained_arguments
 from runners.search.config import DEFAULT_RESULTS, OBJECTIVES, SearchConfig
 from runners.search.results import export_best, pareto_specs, reference_points, trials_frame
 from runners.search.study import finished_trials, rejected_trials
@@ -68,6 +69,7 @@ def build_parser() -> ArgumentParser:
         "workers are submitted as a job array on the study's storage and the command returns",
     )  # fmt: skip
     p.add_argument("--recipe", default="smoke")
+    add_pretrained_arguments(p)
     p.add_argument("--data", default="synth")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -136,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_repeats=args.latency_repeats, threads=args.threads, progress=args.progress,
         grace_s=args.grace_s,
         max_attempts=args.max_attempts,
+        pretrained=tuple(args.pretrained or ()), backbone_lr_mult=args.backbone_lr_mult,
     )  # fmt: skip
     # validate recipe and data names before the study is created
     from runners.data.source import parse_data_arg
@@ -144,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.check()
     parse_recipe(cfg.recipe)
     parse_data_arg(cfg.data)
+    if cfg.pretrained or cfg.backbone_lr_mult is not None:
+        from runners.search.setup import pretraining_of
+
+        pretraining_of(cfg)  # each file read and matched to the space's backbones now
     points = read_points(args.enqueue, cfg.space) if args.enqueue else []
     outputs = [
         (option, folder)

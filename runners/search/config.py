@@ -49,6 +49,9 @@ class SearchConfig:
     progress: bool = False
     grace_s: int = GRACE_S  # a worker silent this long is dead: its trial is failed, retried
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # a run that failed this often is not retrained
+    # --pretrained [BACKBONE=]PATH values and --backbone-lr-mult (runners/pretrained.py)
+    pretrained: tuple[str, ...] = ()
+    backbone_lr_mult: float | None = None
 
     def check(self) -> None:
         get_space(self.space)

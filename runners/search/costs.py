@@ -22,7 +22,7 @@ from runners.experiment import (
     time_networks,
 )
 from runners.profile.complexity import build_on_meta, count_macs, count_params
-from runners.runs import PlannedRun, ProfileSettings
+from runners.runs import ProfileSettings
 from runners.search.config import SearchConfig
 from runners.search.setup import TrialSetup
 from searchspace.atomic import HOST
@@ -69,7 +69,7 @@ class LatencyMeter:
         """Counts, and the deployed network's latency timed once per process (a rejected
         spec may be proposed again; specs that differ only in training-only heads share)."""
         settings = self.settings
-        run = PlannedRun(self.setup.key(spec, self.cfg.train_seed), spec, self.setup.recipe, 0)
+        run = self.setup.run(spec, self.cfg.train_seed)
         key = latency_key(run, settings)
         if key not in self._timed:
             self._timed.update(time_networks([run], settings, self.cfg.device, say=_quiet))

@@ -13,7 +13,7 @@ from typing import Any
 
 from runners.env import device_name
 from runners.experiment import run_planned
-from runners.runs import PlannedRun, ProfileSettings
+from runners.runs import ProfileSettings
 from runners.search.config import SearchConfig
 from runners.search.costs import Counts, LatencyMeter, gmacs_violation, latency_violation
 from runners.search.setup import TrialSetup
@@ -122,7 +122,7 @@ class Objective:
     def train(self, trial, spec: Any, profiled: dict[str, Any] | None) -> float:
         """Val mIoU of the spec's run, stored or trained now (``runners.experiment``)."""
         setup, cfg = self.setup, self.cfg
-        run = PlannedRun.of(spec, setup.recipe, setup.data, cfg.train_seed)
+        run = setup.run(spec, cfg.train_seed)
         trial.set_user_attr("record", run.key.stem)
         settings = ProfileSettings(
             latency=profiled is not None, repeats=cfg.latency_repeats, threads=cfg.threads,

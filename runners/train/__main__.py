@@ -23,8 +23,9 @@ from runners.cli import (
     run_cli,
 )
 from runners.data.source import parse_data_arg
+from runners.pretrained import add_pretrained_arguments, resolve_pretrained
 from searchspace.cli import work_begins
-from searchspace.presets import parse_spec
+from searchspace.presets import backbone_of, parse_spec
 from searchspace.recipes import Recipe, parse_recipe
 
 
@@ -36,6 +37,7 @@ def build_parser() -> ArgumentParser:
         "--data", default="synth", help="synth, synth:PATH, cityscapes:PATH, folder:PATH"
     )
     p.add_argument("--seed", type=int, default=0)
+    add_pretrained_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, results)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     budget = p.add_mutually_exclusive_group()
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.workers = resolve_workers(args.workers, args.device)
     spec = parse_spec(args.spec)
     recipe = recipe_with_budget(parse_recipe(args.recipe), args)
+    pretraining = resolve_pretrained(args.pretrained, [backbone_of(spec)], args.backbone_lr_mult)
+    recipe, weights = pretraining.apply(spec, recipe)
     source = parse_data_arg(args.data)
     check_output_dir(args.out, "--out", create=False)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -109,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         decoded_cache=args.decoded_cache,
         on_step=lambda _iteration: work_begins(),  # the notes held until now show
+        pretrained=weights,
     )
     if not is_main:
         return 0 if result.status == "ok" else 1
