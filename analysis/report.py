@@ -40,6 +40,7 @@ from analysis.records import load_stored_records
 from analysis.settle import SettleCost, format_hours, settle_costs
 from analysis.stats import MAX_SEEDS
 from analysis.tables import (
+    INITS,
     BuiltTable,
     as_recipe,
     build_table,
@@ -311,11 +312,13 @@ def render_report(
     tables: Sequence[str] | None = None,
     source: str = "",
     problems: Sequence[str] = (),
+    init: str = "scratch",
 ) -> str:
     """The report's Markdown for ``records`` (``load_records``); figures are written now.
 
     ``tables=None`` takes every table with at least one matching record. ``problems``: the
-    files ``load_records`` skipped, listed in the report.
+    files ``load_records`` skipped, listed in the report. ``init="pretrained"``: rows
+    with runs from pretrained weights show those (``build_table``).
     """
     out = Path(out)
     base = as_recipe(recipe)
@@ -332,7 +335,7 @@ def render_report(
             f"no records for recipe {base.name} ({base.recipe_id}) in these tables "
             f"(recipes present: {present}); choose one with --recipe"
         )
-    built = {t: build_table(t, records, base, dataset_id) for t in names}
+    built = {t: build_table(t, records, base, dataset_id, init) for t in names}
     if not tables:
         built = {
             t: f
@@ -419,6 +422,7 @@ def write_report(
     recipe: Recipe | str = "smoke",
     dataset_id: str | None = None,
     tables: Sequence[str] | None = None,
+    init: str = "scratch",
 ) -> Path:
     """Load the records of ``results_dir`` and write the report to ``out``; returns ``out``."""
     results_dir, out = Path(results_dir), Path(out)
@@ -435,6 +439,7 @@ def write_report(
         tables=tables,
         source=str(results_dir),
         problems=problems,
+        init=init,
     )
     write_output(out, text, f"report {out}")
     return out
@@ -445,6 +450,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--results-dir", required=True, type=Path, help="results folder")
     parser.add_argument("--recipe", default="smoke", help="base recipe (smoke, paper, smoke:k=v)")
     parser.add_argument("--dataset", default=None, help="dataset id (default: the only one)")
+    parser.add_argument(
+        "--init", choices=INITS, default="scratch",
+        help="scratch: the runs trained from scratch (default); pretrained: for rows that"
+        " have them, the runs that started from pretrained weights (ablate --pretrained)",
+    )  # fmt: skip
     parser.add_argument(
         "--tables", "--table", default=None,
         help="e.g. 2,3a or a .toml table file (default: all with results, and the user tables"
@@ -466,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe=args.recipe,
         dataset_id=args.dataset,
         tables=parse_tables(args.tables),
+        init=args.init,
     )
     print(f"wrote {path}")
     return 0

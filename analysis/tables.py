@@ -141,7 +141,7 @@ def is_builtin_dataset(dataset_id: str) -> bool:
 
 def pick_dataset(records: pd.DataFrame, recipe_ids: set[str] | None = None) -> str | None:
     """The one dataset the records (of these recipes) are on; UsageError if several."""
-    sel = records if recipe_ids is None else records[records["recipe_id"].isin(recipe_ids)]
+    sel = records if recipe_ids is None else records[records["base_recipe_id"].isin(recipe_ids)]
     ids = sorted(set(sel["dataset_id"].dropna()))
     if len(ids) > 1:
         raise UsageError(

@@ -689,7 +689,7 @@ def test_seed_effect_uses_the_seeds_most_rows_share():
     assert seed_effect(records_to_frame(recs[:10]), "synth-test") is None  # 2 rows only
 
 
-def test_tables_say_which_rows_were_pretrained_and_which_the_paper_pretrained() -> None:
+def test_tables_say_which_rows_were_pretrained_and_which_the_paper_pretrained(tmp_path) -> None:
     """Table 6's ResNet-18 row: the paper's ran from ImageNet weights. A scratch run is
     shown with a note that the comparison is not like for like; a pretrained run of the
     same row (its recipe plus the file's SHA-256, found through base_recipe_id) is shown
@@ -710,3 +710,8 @@ def test_tables_say_which_rows_were_pretrained_and_which_the_paper_pretrained() 
     notes = table_notes(hot)
     assert any(n.startswith("Pretrained: resnet18 (torchvision_resnet18@") for n in notes)
     assert not any("not like for like" in n for n in notes)
+    # and the report shows them under init="pretrained"
+    from analysis.report import render_report
+
+    text = render_report(records, Path(tmp_path) / "r.md", tables=["6"], init="pretrained")
+    assert "Pretrained: resnet18 (torchvision_resnet18@" in text
