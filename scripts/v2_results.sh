@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The committed V2 results on the built-in data (results/v2-synth): every V2 table
-# (2, 3a, 3b, 3c, 4, 5a, 5b and Table 6's V2 / V2-L pair), 5 seeds per row for Tables 2
+# (2, 3a, 3b, 3c, 4, 5a, 5b and 6, its backbone rows from scratch), 5 seeds per row for Tables 2
 # and 3a, 3 for the others, and 6 seeds of the default spec for the report's calibration.
 #
 #   bash scripts/v2_results.sh            # train what is missing (hours on 2 CPU cores)
