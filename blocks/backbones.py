@@ -170,6 +170,9 @@ class ShuffleNetV2(nn.Module):
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv-BN, identity or 1x1 conv-BN shortcut, ReLU."""
 
+    # each BN reads its conv's output directly: BN folding may fuse them
+    FOLD_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
@@ -193,6 +196,8 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """The standard ResNet-18 trunk (no classifier); stages at 1/4 .. 1/32. V1's context
     path uses it (with its own multipliers) as well as V2's semantic branch."""
+
+    FOLD_PAIRS = (("conv1", "bn1"),)
 
     def __init__(
         self,

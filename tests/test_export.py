@@ -33,7 +33,9 @@ def model_of(spec_text: str) -> torch.nn.Module:
 
 
 @needs_ort
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize(
+    "name", [*PRESETS, "v2:bb=mobilenetv2,a=0.25", "v2:bb=shufflenetv2,bbw=0.5", "v2:bb=resnet18"]
+)
 def test_onnx_parity_every_preset(name: str, tmp_path: Path) -> None:
     """The legacy exporter here (fast); the dynamo one is the CLI's default, tested below."""
     path = tmp_path / f"{name}.onnx"

@@ -53,6 +53,12 @@ FOLD_VARIANTS = [
     "v2:agg=detail_only,bst=none",
     "v2:blk=ib",
 ]
+# the ImageNet backbones as semantic branch (alpha 1/4 keeps them quick)
+BACKBONE_SPECS = [
+    "v2:bb=mobilenetv2,a=0.25",
+    "v2:bb=shufflenetv2,bbw=0.5,a=0.25",
+    "v2:bb=resnet18,a=0.25",
+]
 NO_GPU = "no CUDA GPU available"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # for subprocesses, see one_thread
 
@@ -68,7 +74,7 @@ def real_model(spec_text: str) -> nn.Module:
 # --- counters ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", [*PRESETS, *BACKBONE_SPECS])
 def test_conv_macs_agree_exactly_with_fvcore(name: str) -> None:
     """FlopCounterMode/2 on meta == fvcore's conv count on real tensors, to the MAC."""
     model = real_model(name)
@@ -134,7 +140,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.mark.parametrize("spec_text", [*PRESETS, *FOLD_VARIANTS])
+@pytest.mark.parametrize("spec_text", [*PRESETS, *FOLD_VARIANTS, *BACKBONE_SPECS])
 def test_bn_folding_is_exact(spec_text: str) -> None:
     """Folded + channels_last computes what the original computes.
 

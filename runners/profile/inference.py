@@ -27,7 +27,9 @@ class FoldReport:
 
 
 def fold_bn(model: nn.Module) -> FoldReport:
-    """Fold, in place, every BN that follows a conv in a Sequential; the model must be in eval.
+    """Fold, in place, every BN that follows a conv in a Sequential, and the (conv, BN)
+    attribute pairs a module declares in ``FOLD_PAIRS`` (torchvision-named blocks such as
+    ResNet's, whose BNs are attributes); the model must be in eval.
 
     The BN is replaced by ``nn.Identity`` (so module names and the Sequential's length stay)
     and the conv gains the bias that carries the BN shift.
@@ -36,10 +38,11 @@ def fold_bn(model: nn.Module) -> FoldReport:
         raise ValueError("fold_bn needs an eval-mode model (running statistics are folded)")
     folded_ids: set[int] = set()
     for seq in model.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for a, b in itertools.pairwise(names):
+        if isinstance(seq, nn.Sequential):
+            pairs = list(itertools.pairwise(seq._modules))
+        else:
+            pairs = list(getattr(seq, "FOLD_PAIRS", ()))
+        for a, b in pairs:
             conv, bn = seq._modules[a], seq._modules[b]
             if (
                 isinstance(conv, nn.Conv2d)
