@@ -49,7 +49,7 @@ from runners.env import environment, format_environment  # noqa: E402
 from runners.profile.latency import LatencyConfig, measure_latency  # noqa: E402
 from searchspace.atomic import write_text  # noqa: E402
 from searchspace.errors import UsageError  # noqa: E402
-from searchspace.presets import ALL_PRESETS, get_preset  # noqa: E402
+from searchspace.presets import PRESETS, get_preset  # noqa: E402
 from searchspace.recipes import get_recipe  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def latency_section(say: Report, device: str, dry: bool, hw: tuple[int, int]) ->
     say(f"## 3. Latency at {hw[0]}x{hw[1]}, batch 1 (median ms, IQR in brackets; images/s)")
     configs = latency_configs(device, dry)
     say(f"{'preset':<26s}" + "".join(f"{name:>24s}" for name, _ in configs))
-    for name in ALL_PRESETS:
+    for name in PRESETS:
         cells = []
         for _, cfg in configs:
             torch.manual_seed(0)

@@ -43,7 +43,7 @@ from runners.profile.core import count_spec
 from runners.profile.counters import COUNTERS
 from runners.profile.inference import calibrate_batchnorm_, make_inference_model, max_abs_diff
 from searchspace.atomic import write_text
-from searchspace.presets import PRESETS
+from searchspace.presets import V2_PRESETS
 from searchspace.tables import get_table
 
 INPUT_HW = (512, 1024)
@@ -223,7 +223,7 @@ def main() -> None:
     emit()
     emit(f"(a) builder bisenetv2_dwexp vs hand-written nn.Module, fp32, batch 1, {h}x{w}")
     torch.manual_seed(0)
-    built = calibrate_batchnorm_(build_model(PRESETS["bisenetv2_dwexp"]), (2, 3, 64, 128)).eval()
+    built = calibrate_batchnorm_(build_model(V2_PRESETS["bisenetv2_dwexp"]), (2, 3, 64, 128)).eval()
     plain = plain_copy_of(built)
     with torch.inference_mode():
         small = torch.randn(1, 3, 64, 128)
@@ -247,7 +247,7 @@ def main() -> None:
     emit()
     emit(f"(b) bisenetv2 eager vs inference-ready (BN folded + channels_last), fp32, {h}x{w}")
     torch.manual_seed(0)
-    eager = calibrate_batchnorm_(build_model(PRESETS["bisenetv2"]), (2, 3, 64, 128)).eval()
+    eager = calibrate_batchnorm_(build_model(V2_PRESETS["bisenetv2"]), (2, 3, 64, 128)).eval()
     ready = make_inference_model(eager, fold=True, channels_last=True)
     with torch.inference_mode():
         emit(f"    outputs: max abs diff {max_abs_diff(eager, ready, small):.2e} (64x128)")
@@ -297,7 +297,7 @@ def main() -> None:
     emit(f"(d) MAC counters at {h}x{w}, GMACs (GFLOPs = 2 x GMACs), delta vs flop_counter")
     head = "".join(c.rjust(20) for c in COUNTERS)
     emit(f"    {'preset':17s}{head}{'max delta':>12s}{'conv only':>11s}")
-    for name, spec in PRESETS.items():
+    for name, spec in V2_PRESETS.items():
         r = count_spec(spec, INPUT_HW, COUNTERS)
         cells = []
         for c in COUNTERS:
@@ -319,7 +319,7 @@ def main() -> None:
     emit(
         "(e) BN folding + channels_last, max abs diff of logits vs the original (fp32, 1x3x64x128)"
     )
-    for name, spec in PRESETS.items():
+    for name, spec in V2_PRESETS.items():
         model = build_real(spec)
         as_built = max_abs_diff(model, make_inference_model(model), small)
         calibrated = calibrate_batchnorm_(model, (4, 3, 32, 64))

@@ -19,8 +19,8 @@ The ``*_coincheung`` and ``*_mmseg`` presets compute exactly what CoinCheung/BiS
 mmsegmentation's models compute given the same weights (``runners.convert`` renames their
 checkpoints' keys); docs/peer-forms.md says where each differs from the paper.
 
-The V1 presets live in ``V1_PRESETS``; ``PRESETS`` stays the V2 presets, because its callers treat
-every entry as a V2 spec. ``get_preset`` and ``parse_spec`` know both (``ALL_PRESETS``).
+``PRESETS`` holds every named architecture (``get_preset`` and ``parse_spec`` read it);
+``V2_PRESETS`` and ``V1_PRESETS`` are its two families, for callers that need one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _DWEXP = BiSeNetV2Spec(head_width=1024).replace(**{"semantic.ge_expand": "depthw
 # what both V2 reimplementations add to the paper's layers (docs/peer-forms.md, section 6)
 _V2_PEER = {"semantic.ge_dw_act": True, "bga_out_act": True, "head_dropout": 0.1}
 
-PRESETS: dict[str, BiSeNetV2Spec] = {
+V2_PRESETS: dict[str, BiSeNetV2Spec] = {
     "bisenetv2": BiSeNetV2Spec(),
     "bisenetv2_l": BiSeNetV2Spec(width_mult=2.0, depth_mult=3.0),
     # The open reimplementations' layer shapes (grouped expansion, 1024-wide head, booster
@@ -97,7 +97,7 @@ V1_PRESETS: dict[str, BiSeNetV1Spec] = {
     ),
 }
 
-ALL_PRESETS: dict[str, ArchSpec] = {**PRESETS, **V1_PRESETS}
+PRESETS: dict[str, ArchSpec] = {**V2_PRESETS, **V1_PRESETS}
 
 # compact-string prefix -> (default spec, override parser); "v2" first: the historic default
 _BASES: dict[str, tuple[ArchSpec, Callable[[str], dict[str, object]]]] = {
@@ -122,9 +122,9 @@ def backbone_of(spec: ArchSpec) -> str | None:
 
 def get_preset(name: str) -> ArchSpec:
     try:
-        return ALL_PRESETS[name]
+        return PRESETS[name]
     except KeyError:
-        raise SpecError(f"unknown preset {name!r} (known: {', '.join(ALL_PRESETS)})") from None
+        raise SpecError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
 
 
 def parse_spec(text: str) -> ArchSpec:
@@ -144,11 +144,11 @@ def parse_spec(text: str) -> ArchSpec:
     spec: ArchSpec
     if base in _BASES:
         spec = _BASES[base][0]
-    elif base in ALL_PRESETS:
-        spec = ALL_PRESETS[base]
+    elif base in PRESETS:
+        spec = PRESETS[base]
     else:
         raise SpecError(
-            f"unknown spec {base!r}: expected a preset ({', '.join(ALL_PRESETS)}), "
+            f"unknown spec {base!r}: expected a preset ({', '.join(PRESETS)}), "
             "'v2:key=value,...', 'v1:key=value,...' or a .json file"
         )
     parse = parse_v1_overrides if isinstance(spec, BiSeNetV1Spec) else parse_v2_overrides

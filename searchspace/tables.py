@@ -111,7 +111,7 @@ PRESET_TABLE = "presets"
 
 @cache
 def _preset_table() -> PaperTable:
-    from searchspace.presets import ALL_PRESETS
+    from searchspace.presets import PRESETS
 
     rows = tuple(
         PaperRow(
@@ -122,7 +122,7 @@ def _preset_table() -> PaperTable:
             paper=PRESET_TABLE,
             note="a named preset; no paper row",
         )
-        for name, spec in ALL_PRESETS.items()
+        for name, spec in PRESETS.items()
     )
     return PaperTable(PRESET_TABLE, "Every named preset at 512x1024 (no paper numbers)", rows)
 

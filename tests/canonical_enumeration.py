@@ -25,7 +25,7 @@ from torch import nn
 
 import blocks.builder as builder
 from searchspace.errors import SpecError
-from searchspace.presets import ALL_PRESETS
+from searchspace.presets import PRESETS
 from searchspace.v1 import BiSeNetV1Spec
 from searchspace.v2 import BiSeNetV2Spec
 
@@ -306,7 +306,7 @@ def add_space_points(census: Census, name: str, n: int, seed: int = 0) -> dict[s
 def add_presets_and_tables(census: Census) -> None:
     from searchspace.tables import get_table, table_names
 
-    for spec in ALL_PRESETS.values():
+    for spec in PRESETS.values():
         census.add(spec)
     for table in table_names("all"):
         for row in get_table(table).rows:

@@ -7,7 +7,7 @@ import torch
 
 from blocks.builder import build_model
 from runners.profile.complexity import count_params
-from searchspace.presets import PRESETS, get_preset
+from searchspace.presets import V2_PRESETS, get_preset
 from searchspace.serialize import leaf_types
 from searchspace.tables import all_tables
 from searchspace.v2 import BiSeNetV2Spec
@@ -15,7 +15,7 @@ from searchspace.v2 import BiSeNetV2Spec
 
 def unique_specs() -> list[BiSeNetV2Spec]:
     seen: dict[str, BiSeNetV2Spec] = {}
-    for spec in [*PRESETS.values(), *(r.spec for t in all_tables() for r in t.runnable)]:
+    for spec in [*V2_PRESETS.values(), *(r.spec for t in all_tables() for r in t.runnable)]:
         seen.setdefault(spec.spec_id, spec)
     return list(seen.values())
 
@@ -48,10 +48,10 @@ def test_smallest_input_32x32() -> None:
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 19, 32, 32)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(V2_PRESETS))
 def test_every_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
-    model = build_model(PRESETS[name]).train()
+    model = build_model(V2_PRESETS[name]).train()
     outs = model(torch.randn(2, 3, 64, 96))
     sum((o**2).mean() for o in outs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]

@@ -278,12 +278,12 @@ def test_the_forms_differ_where_the_peers_do() -> None:
 
 def test_the_presets_table_names_every_preset_for_profile_and_ablate(capsys) -> None:
     from runners.profile.__main__ import main as profile_main
-    from searchspace.presets import ALL_PRESETS
+    from searchspace.presets import PRESETS
     from searchspace.tables import get_table
 
     table = get_table("presets")
-    assert [r.row for r in table.rows] == list(ALL_PRESETS)
-    assert all(r.spec == ALL_PRESETS[r.row] and r.paper_gmacs is None for r in table.rows)
+    assert [r.row for r in table.rows] == list(PRESETS)
+    assert all(r.spec == PRESETS[r.row] and r.paper_gmacs is None for r in table.rows)
     argv = [
         "--table",
         "presets",

@@ -15,7 +15,7 @@ from runners.cli import run_cli
 from runners.export.__main__ import main as export_main
 from runners.export.onnx import ExportError, export_onnx, onnxruntime_available
 from runners.profile.latency import LatencyConfig, measure_onnxruntime_latency
-from searchspace.presets import PRESETS, parse_spec
+from searchspace.presets import V2_PRESETS, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (1, 3, 64, 128)
@@ -34,7 +34,8 @@ def model_of(spec_text: str) -> torch.nn.Module:
 
 @needs_ort
 @pytest.mark.parametrize(
-    "name", [*PRESETS, "v2:bb=mobilenetv2,a=0.25", "v2:bb=shufflenetv2,bbw=0.5", "v2:bb=resnet18"]
+    "name",
+    [*V2_PRESETS, "v2:bb=mobilenetv2,a=0.25", "v2:bb=shufflenetv2,bbw=0.5", "v2:bb=resnet18"],
 )
 def test_onnx_parity_every_preset(name: str, tmp_path: Path) -> None:
     """The legacy exporter here (fast); the dynamo one is the CLI's default, tested below."""

@@ -40,7 +40,7 @@ from runners.profile.inference import (
 )
 from runners.profile.latency import LatencyConfig, measure_latency, measure_latency_interleaved
 from searchspace.errors import UsageError
-from searchspace.presets import PRESETS, parse_spec
+from searchspace.presets import V2_PRESETS, parse_spec
 from searchspace.tables import get_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def real_model(spec_text: str) -> nn.Module:
 # --- counters ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [*PRESETS, *BACKBONE_SPECS])
+@pytest.mark.parametrize("name", [*V2_PRESETS, *BACKBONE_SPECS])
 def test_conv_macs_agree_exactly_with_fvcore(name: str) -> None:
     """FlopCounterMode/2 on meta == fvcore's conv count on real tensors, to the MAC."""
     model = real_model(name)
@@ -100,7 +100,7 @@ def test_other_counters_stay_within_two_percent() -> None:
 
 
 def test_parts_add_up_and_boosters_are_excluded_at_inference() -> None:
-    spec = PRESETS["bisenetv2"]
+    spec = V2_PRESETS["bisenetv2"]
     r = profile_spec(spec, HW, counters=("flop_counter",), latency=None)
     assert list(r.params_by_part) == ["detail", "semantic", "fusion", "head", "boosters"]
     assert sum(r.params_by_part.values()) == r.params_total
@@ -140,7 +140,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.mark.parametrize("spec_text", [*PRESETS, *FOLD_VARIANTS, *BACKBONE_SPECS])
+@pytest.mark.parametrize("spec_text", [*V2_PRESETS, *FOLD_VARIANTS, *BACKBONE_SPECS])
 def test_bn_folding_is_exact(spec_text: str) -> None:
     """Folded + channels_last computes what the original computes.
 
@@ -276,7 +276,7 @@ def test_cuda_latency(cfg: LatencyConfig) -> None:
 @pytest.mark.skipif(not cuda_available(), reason=NO_GPU)
 def test_cuda_profile_records_the_gpu() -> None:
     cfg = LatencyConfig(device="cuda", warmup=1, repeats=2)
-    r = profile_spec(PRESETS["bisenetv2"], HW, counters=("flop_counter",), latency=cfg)
+    r = profile_spec(V2_PRESETS["bisenetv2"], HW, counters=("flop_counter",), latency=cfg)
     assert r.environment["device_name"] == torch.cuda.get_device_name(0)
     assert r.environment["cudnn"] is not None
 

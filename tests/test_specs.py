@@ -7,7 +7,7 @@ import json
 import pytest
 
 from searchspace.errors import SpecError
-from searchspace.presets import PRESETS, get_preset, parse_spec
+from searchspace.presets import V2_PRESETS, get_preset, parse_spec
 from searchspace.serialize import leaf_types
 from searchspace.tables import all_tables, get_table, table_names
 from searchspace.v2 import BiSeNetV2Spec, DetailBranchSpec, SemanticBranchSpec, resolve
@@ -23,14 +23,14 @@ GOLDEN_IDS = {
 
 
 def every_spec() -> list[BiSeNetV2Spec]:
-    specs = list(PRESETS.values())
+    specs = list(V2_PRESETS.values())
     specs += [r.spec for t in all_tables() for r in t.runnable]
     return specs
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(V2_PRESETS))
 def test_golden_spec_ids(name: str) -> None:
-    assert PRESETS[name].spec_id == GOLDEN_IDS[name]
+    assert V2_PRESETS[name].spec_id == GOLDEN_IDS[name]
 
 
 @pytest.mark.parametrize("spec", every_spec(), ids=lambda s: s.to_string())

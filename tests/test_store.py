@@ -20,7 +20,7 @@ from analysis.records import load_records
 from runners.store import Store, build_record, run_once
 from runners.store.run_once import decide
 from searchspace.errors import StoreError
-from searchspace.presets import PRESETS
+from searchspace.presets import V2_PRESETS
 from searchspace.recipes import get_recipe
 from searchspace.records import RecordKey, read_record, record_paths
 
@@ -130,7 +130,7 @@ def test_the_one_writer_is_atomic_and_writes_strict_json(tmp_path: Path) -> None
 
 
 def test_build_record_from_spec_and_recipe(tmp_path: Path) -> None:
-    spec, recipe = PRESETS["bisenetv2"], get_recipe("smoke")
+    spec, recipe = V2_PRESETS["bisenetv2"], get_recipe("smoke")
     dataset = {"id": "synth-abc", "label": "synthetic", "is_builtin": True, "num_classes": 19}
     rec = build_record(spec, recipe, dataset, 3, metrics={"miou": 0.25}, env={"device": "cpu"})
     assert rec["key"] == {

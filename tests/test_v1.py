@@ -22,7 +22,7 @@ from blocks.v1 import ResNet18, Xception39
 from blocks.weights import load_pretrained
 from runners.profile.complexity import build_on_meta, count_macs, count_params
 from searchspace.errors import CheckpointError, SpecError
-from searchspace.presets import PRESETS, V1_PRESETS, get_preset, parse_spec
+from searchspace.presets import V1_PRESETS, V2_PRESETS, get_preset, parse_spec
 from searchspace.serialize import leaf_types
 from searchspace.tables import all_tables, get_table, table_names
 from searchspace.v1 import ALIASES, BiSeNetV1Spec, ContextPathSpec, SpatialPathSpec, resolve
@@ -308,7 +308,7 @@ def test_v1_strings_presets_and_json() -> None:
     assert parse_spec("v1:context.refine=off").context.refine is False
     # V2 behaviour is unchanged: bare field dicts and 'v2' strings are V2
     assert parse_spec('{"head_width": 256}') == BiSeNetV2Spec(head_width=256)
-    assert PRESETS.keys().isdisjoint(V1_PRESETS) and "bisenetv1_x39" not in PRESETS
+    assert V2_PRESETS.keys().isdisjoint(V1_PRESETS) and "bisenetv1_x39" not in V2_PRESETS
     assert get_preset("bisenetv1_x39") == X39
 
 
