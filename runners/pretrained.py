@@ -79,8 +79,9 @@ def _read(path: Path, named: str | None) -> PretrainedFile:
             f"--pretrained {named}={path}: the file is {layout.source} ({layout.name}),"
             f" for {layout.backbone}, not {named}"
         )
+    # absolute: a launcher's task may start in another folder (a SLURM node's)
     return PretrainedFile(
-        path,
+        path.resolve(),
         file_sha256(path),
         layout.name,
         layout.source,
