@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -51,6 +52,7 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
         return run(trial)
 
     done = rejected_in_a_row = 0
+    waited = 0.0
     while done < n_trials:
         if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
             print(
@@ -71,7 +73,17 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
                 optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         if finished_trials(study) + running >= cfg.trials:
+            # The rest are under way in other workers. One of them may have just died: its
+            # trial looks alive until its last heartbeat (at most a quarter grace period
+            # apart) is a grace period old. Leave only after that long, so a dead worker's
+            # trial is failed above and retried here.
+            if running and waited <= 1.25 * cfg.grace_s + 1:
+                step = min(1.0, cfg.grace_s / 4)
+                time.sleep(step)
+                waited += step
+                continue
             break
+        waited = 0.0
         try:
             study.optimize(tracked, n_trials=1, catch=(TrialFailed,))
         except StopRequested:
