@@ -177,6 +177,38 @@ def test_a_worker_on_another_node_is_judged_by_its_heartbeat(tmp_path: Path) -> 
     assert locks.fail_dead_trials(study) == [0] and not path.exists()
 
 
+def test_a_worker_waits_out_the_grace_of_the_last_trial_another_node_runs(tmp_path: Path) -> None:
+    """The study's last trial is under way on another node whose heartbeat is still fresh
+    when this worker would leave. The worker waits a grace period instead: the node died,
+    so its trial is failed and run here again, and the study completes (it used to leave at
+    once, with the trial RUNNING and one trial short)."""
+    import json
+
+    from runners.search.workers import run_search
+
+    results = tmp_path / "r"
+    cfg = SearchConfig(space="multipliers", study="wait", trials=1, objectives=("gmacs", "params"),
+                       sampler="random", storage=f"journal:{tmp_path / 's.journal'}",
+                       results_dir=str(results), latency_hw=(64, 64), grace_s=2)  # fmt: skip
+    study = open_study(cfg)
+    trial = study.ask()
+    get_space(cfg.space).sample(trial)
+    folder = results / "locks"
+    folder.mkdir(parents=True)
+    study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR,
+                                       {"host": "node-b", "pid": 1, "lock": "search__w__t0__ab",
+                                        "locks_dir": str(folder.resolve())})  # fmt: skip
+    beat = time.time()  # fresh now; node-b never beats again
+    lock = folder / "search__w__t0__ab.lock"
+    lock.write_text(json.dumps({"pid": 1, "hostname": "node-b", "heartbeat": beat}))
+    t0 = time.monotonic()
+    study = run_search(cfg)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [S.FAIL, S.COMPLETE] and finished_trials(study) == 1
+    assert study.trials[1].params == trial.params
+    assert time.monotonic() - t0 >= 2  # it waited for the heartbeat to go stale
+
+
 @pytest.mark.parametrize(
     "args",
     [

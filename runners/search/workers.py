@@ -8,6 +8,7 @@ database storage, or by the trial locks of ``stale`` on a journal file.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import time
 import warnings
@@ -21,7 +22,7 @@ from runners.env import device_name
 from runners.search.config import SearchConfig
 from runners.search.costs import precheck_constraints
 from runners.search.objective import Objective, TrialFailed
-from runners.search.stale import TrialLocks, uses_trial_locks
+from runners.search.stale import HOST, WORKER_ATTR, TrialLocks, uses_trial_locks
 from runners.search.study import check_latency_device, finished_trials, open_study
 from runners.store.store import LOCKS_DIRNAME
 from runners.train.interrupt import StopRequested
@@ -71,13 +72,16 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        under_way = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        running = len(under_way)
+        # this process's own trials cannot die while it waits: only others' are waited for
+        others = [t for t in under_way if not _mine(t)]
         if finished_trials(study) + running >= cfg.trials:
             # The rest are under way in other workers. One of them may have just died: its
             # trial looks alive until its last heartbeat (at most a quarter grace period
             # apart) is a grace period old. Leave only after that long, so a dead worker's
             # trial is failed above and retried here.
-            if running and waited <= 1.25 * cfg.grace_s + 1:
+            if others and waited <= 1.25 * cfg.grace_s + 1:
                 step = min(1.0, cfg.grace_s / 4)
                 time.sleep(step)
                 waited += step
@@ -101,6 +105,12 @@ def optimize_share(study, cfg: SearchConfig, n_trials: int) -> None:
         else:
             rejected_in_a_row = 0
             done += 1
+
+
+def _mine(trial: Any) -> bool:
+    """Whether this process runs ``trial`` (the identity its trial lock recorded)."""
+    info = trial.user_attrs.get(WORKER_ATTR) or {}
+    return info.get("pid") == os.getpid() and info.get("host") == HOST
 
 
 def _worker(cfg_dict: dict[str, Any], n_trials: int, threads: int, index: int) -> None:
