@@ -179,10 +179,12 @@ def read_layout(path: str | Path) -> tuple[Layout, dict[str, torch.Tensor]]:
     return detect_layout(list(state), where), state
 
 
-def load_pretrained(model: nn.Module, path: str | Path, backbone: str) -> Pretrained:
+def load_pretrained(
+    model: nn.Module, path: str | Path, backbone: str, sha256: str | None = None
+) -> Pretrained:
     """Load a backbone file of any known layout into ``model`` (a whole built network),
     whose backbone is ``backbone``; CheckpointError naming what does not fit, and the
-    model unchanged then."""
+    model unchanged then. ``sha256``: the file's, when the caller has already hashed it."""
     where = f"pretrained weights {path}"
     layout, state = read_layout(path)
     if layout.backbone != backbone:
@@ -235,7 +237,7 @@ def load_pretrained(model: nn.Module, path: str | Path, backbone: str) -> Pretra
     return Pretrained(
         layout.name,
         layout.source,
-        file_sha256(path),
+        sha256 or file_sha256(path),
         len(mapped),
         tuple(dropped),
         prefixes,

@@ -71,9 +71,7 @@ NONE = Pretraining({})
 def _read(path: Path, named: str | None) -> PretrainedFile:
     from blocks.weights import file_sha256, read_layout  # torch: only when a file is given
 
-    if not path.is_file():
-        raise UsageError(f"--pretrained {path}: file not found")
-    layout, _ = read_layout(path)
+    layout, _ = read_layout(path)  # a missing or unreadable file: one line from here
     if named is not None and layout.backbone != named:
         raise UsageError(
             f"--pretrained {named}={path}: the file is {layout.source} ({layout.name}),"

@@ -25,6 +25,7 @@ from blocks.weights import detect_layout, load_pretrained, rename_key
 from searchspace.backbones import tap_widths
 from searchspace.errors import CheckpointError, UsageError
 from searchspace.presets import backbone_of, parse_spec
+from tests.test_ablate import ablate
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained_keys"
@@ -252,14 +253,6 @@ spec = "v2:a=0.25,bst=none"
 TINY = "smoke:budget=2,crop_hw=64+64,batch_size=2,warmup_iters=0,eval_hw=64+128"
 
 
-def _ablate(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "runners.ablate", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-
-
 def test_pretrained_runs_are_their_own_keys_and_say_so(tmp_path: Path, tiny_data: str) -> None:
     table = tmp_path / "bb.toml"
     table.write_text(TABLE)
@@ -268,7 +261,7 @@ def test_pretrained_runs_are_their_own_keys_and_say_so(tmp_path: Path, tiny_data
     copy.write_bytes(weights.read_bytes())
     common = ["--table", str(table), "--recipe", TINY, "--data", tiny_data, "--no-latency",
               "--no-progress", "--results-dir", str(tmp_path / "res")]  # fmt: skip
-    first = _ablate(*common, "--pretrained", f"shufflenetv2={weights}", "--backbone-lr-mult", "0.1")
+    first = ablate(*common, "--pretrained", f"shufflenetv2={weights}", "--backbone-lr-mult", "0.1")
     assert first.returncode == 0, first.stderr
     assert "Pretrained: shuffle (torchvision_shufflenetv2@" in first.stdout
     records = {
@@ -283,17 +276,17 @@ def test_pretrained_runs_are_their_own_keys_and_say_so(tmp_path: Path, tiny_data
     assert shuffle["train"]["pretrained"]["layout"] == "torchvision_shufflenetv2"
     assert "pretrained" not in own["train"] and "pretrained" not in own["recipe"]["fields"]
     # the same file at another path is the same key: nothing to do
-    again = _ablate(*common, "--pretrained", f"shufflenetv2={copy}", "--backbone-lr-mult", "0.1")
+    again = ablate(*common, "--pretrained", f"shufflenetv2={copy}", "--backbone-lr-mult", "0.1")
     assert again.returncode == 0 and "0 to do" in again.stdout, again.stdout
     # from scratch is another key; the table then says the paper's row was pretrained
-    scratch = _ablate(*common, "--rows", "shuffle", "--dry-run")
+    scratch = ablate(*common, "--rows", "shuffle", "--dry-run")
     assert scratch.returncode == 0
-    status = _ablate(*common, "--rows", "shuffle", "--status")
+    status = ablate(*common, "--rows", "shuffle", "--status")
     assert "missing" in status.stdout and sha[:12] not in status.stdout
     # another file is another key
     (tmp_path / "o").mkdir()
     other, _ = _file("torchvision_shufflenet_v2_x0_5", tmp_path / "o", seed=1)
-    status = _ablate(*common, "--status", "--pretrained", f"shufflenetv2={other}",
+    status = ablate(*common, "--status", "--pretrained", f"shufflenetv2={other}",
                      "--backbone-lr-mult", "0.1")  # fmt: skip
     assert "missing" in status.stdout, status.stdout
 
@@ -316,7 +309,7 @@ def test_bad_pretrained_arguments_are_one_line(
     table = tmp_path / "bb.toml"
     table.write_text(TABLE)
     res = tmp_path / "res"
-    out = _ablate("--table", str(table), "--results-dir", str(res), "--dry-run",
+    out = ablate("--table", str(table), "--results-dir", str(res), "--dry-run",
                   *[a.format(w=weights) for a in args])  # fmt: skip
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()

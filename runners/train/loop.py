@@ -273,7 +273,8 @@ class _Run:
         self.loaded: Pretrained | None = None
         if self.pretrained_path is not None:
             backbone = backbone_of(self.spec) or "none"
-            self.loaded = load_pretrained(model, self.pretrained_path, backbone)
+            sha = self.recipe.pretrained  # check_pretrained proved it is the file's
+            self.loaded = load_pretrained(model, self.pretrained_path, backbone, sha)
         self.model = model.to(self.device)
         if self.info.enabled and self.device.type == "cuda":
             # batch statistics over all GPUs; gloo on CPU has no SyncBatchNorm kernels
