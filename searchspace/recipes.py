@@ -186,7 +186,7 @@ class Recipe:
         if data["warmup_iters"] == 0:
             out.append(("warmup_ratio", "when warmup_iters=0 (no warm-up)", Recipe.warmup_ratio))
         if data["pretrained"] == "":
-            why = "when pretrained='' (from scratch there is no pretrained backbone)"
+            why = "when pretrained='' (from scratch; with weights: --pretrained PATH --backbone-lr-mult X)"
             out.append(("backbone_lr_mult", why, 1.0))
         return out
 
