@@ -113,7 +113,7 @@ def test_a_settle_round_grows_pretrained_rows_from_their_file(tmp_path: Path) ->
     row without one trains from scratch."""
     from runners.ablate.settle import plan_round
     from runners.data.source import parse_data_arg
-    from runners.pretrained import Pretraining, PretrainedFile
+    from runners.pretrained import PretrainedFile, Pretraining
     from searchspace.recipes import parse_recipe
     from searchspace.tables import get_table
 
