@@ -405,8 +405,10 @@ def evaluate_claims(
     recipe: Recipe | str = "smoke",
     dataset_id: str | None = None,
     claims: Iterable[Claim] = CLAIMS,
+    init: str = "scratch",
 ) -> list[Verdict]:
-    """Judge each claim on the records (frame of ``load_records``) and on the paper's numbers."""
+    """Judge each claim on the records (frame of ``load_records``) and on the paper's numbers.
+    ``init``: which runs of a row are judged, as its table shows them (``build_table``)."""
     claims = list(claims)
     base = as_recipe(recipe)
     if dataset_id is None:
@@ -415,7 +417,7 @@ def evaluate_claims(
     verdicts = []
     for claim in claims:
         if claim.table not in tables:
-            tables[claim.table] = build_table(claim.table, records, base, dataset_id)
+            tables[claim.table] = build_table(claim.table, records, base, dataset_id, init)
         measured = _row_stats(tables[claim.table], paper=False)
         from_paper = _row_stats(tables[claim.table], paper=True)
         spread = pooled_spread(measured.values())

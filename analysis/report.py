@@ -404,8 +404,13 @@ def render_report(
     parts.append("## Claims\n")
     if builtin:
         parts.append(f"The measured verdicts are about {label}, not about Cityscapes.\n")
-    verdicts = evaluate_claims(records, base, dataset_id, all_claims())
-    parts.append(_claims_section(verdicts, settle_costs(verdicts, records, base, dataset_id)))
+    if init != "scratch":
+        parts.append(
+            "Claims are judged on the runs the tables show: pretrained where a row has them.\n"
+        )
+    verdicts = evaluate_claims(records, base, dataset_id, all_claims(), init)
+    costs = settle_costs(verdicts, records, base, dataset_id, init=init)
+    parts.append(_claims_section(verdicts, costs))
     parts.append("## The paper's Figure 1, regenerated\n")
     parts.append(_figure1_section(records, figures, out))
     parts.append("## Calibration of the verdicts\n")

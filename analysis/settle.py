@@ -31,7 +31,7 @@ import pandas as pd
 
 from analysis.claims import Claim, Verdict
 from analysis.stats import MAX_SEEDS
-from analysis.tables import BuiltTable, as_recipe, build_table
+from analysis.tables import BuiltTable, as_recipe, build_table, row_runs
 from searchspace.recipes import Recipe
 
 
@@ -161,16 +161,18 @@ def settle_costs(
     recipe: Recipe | str,
     dataset_id: str | None,
     max_seeds: int = MAX_SEEDS,
+    init: str = "scratch",
 ) -> list[SettleCost]:
     """The cost to settle each accuracy claim the sequential rule leaves inconclusive,
-    cheapest first (claims with no estimate, or beyond the cap, last)."""
+    cheapest first (claims with no estimate, or beyond the cap, last). ``init``: as the
+    verdicts were judged (``evaluate_claims``)."""
     base = as_recipe(recipe)
     tables: dict[str, BuiltTable] = {}
     out = []
     for v in verdicts:
         if v.sequential_outcome != "inconclusive":
             continue
-        rows = claim_rows(v.claim, records, base, dataset_id, tables)
+        rows = claim_rows(v.claim, records, base, dataset_id, tables, init)
         paired = len({r.seeds for r in rows}) == 1
         needed, reason, pairing = v.sequential_seeds_needed, "", False
         if needed is None and not paired:
@@ -189,21 +191,20 @@ def claim_rows(
     recipe: Recipe | str,
     dataset_id: str | None,
     cache: dict[str, BuiltTable] | None = None,
+    init: str = "scratch",
 ) -> tuple[RowCost, ...]:
-    """Each row of ``claim`` as it stands: the seeds of its ok records and its run times."""
+    """Each row of ``claim`` as it stands: the seeds of its ok records and its run times
+    (``init`` and ``cache`` as the verdicts were judged: one init per cache)."""
     cache = {} if cache is None else cache
     if claim.table not in cache:
-        cache[claim.table] = build_table(claim.table, records, as_recipe(recipe), dataset_id)
+        cache[claim.table] = build_table(claim.table, records, as_recipe(recipe), dataset_id, init)
     table = cache[claim.table]
     frame, dataset = table.frame, table.dataset_id
     rows = []
     for name in claim.rows:
         line = frame[frame["row"] == name].iloc[0]
-        runs = records[
-            (records["spec_id"] == line["spec_id"])
-            & (records["recipe_id"] == line["recipe_id"])
-            & (records["dataset_id"] == dataset)
-        ]
+        on_data = records[records["dataset_id"] == dataset]
+        runs = row_runs(on_data, line["spec_id"], line["recipe_id"], init)
         seeds = table.seeds_of(name).seeds
         rows.append(row_cost(name, seeds, runs))
     return tuple(rows)
@@ -215,19 +216,25 @@ def claim_lines(
     recipe: Recipe | str,
     dataset_id: str | None,
     claims: Iterable[Claim] | None = None,
+    init: str = "scratch",
 ) -> list[str]:
     """What the tables just printed mean, one line per claim of those tables: the verdict
     (fixed n, and the sequential rule), the difference with its interval, and what would
-    settle it. At one seed per row it says that no ranking is resolved."""
+    settle it. At one seed per row it says that no ranking is resolved. ``init``: the runs
+    the tables showed, so the claims judge those."""
     from analysis.catalogue import all_claims
     from analysis.claims import COST_KINDS, evaluate_claims
 
     wanted = [c for c in (all_claims() if claims is None else claims) if c.table in set(table_ids)]
     if not wanted:
         return []
-    verdicts = evaluate_claims(records, recipe, dataset_id, wanted)
-    costs = {c.claim_id: c for c in settle_costs(verdicts, records, recipe, dataset_id)}
-    lines = ["", "claims of these tables (verdict with the fixed-n rule; [the sequential rule]):"]
+    verdicts = evaluate_claims(records, recipe, dataset_id, wanted, init)
+    costs = {c.claim_id: c for c in settle_costs(verdicts, records, recipe, dataset_id, init=init)}
+    which = "" if init == "scratch" else ", on the pretrained runs where a row has them"
+    lines = [
+        "",
+        f"claims of these tables (verdict with the fixed-n rule; [the sequential rule]{which}):",
+    ]
     single = False
     for v in verdicts:
         if v.claim.kind in COST_KINDS:

@@ -116,6 +116,15 @@ def as_recipe(recipe: Recipe | str) -> Recipe:
 INITS = ("scratch", "pretrained")
 
 
+def row_runs(records: pd.DataFrame, spec_id: str, recipe_id: str, init: str) -> pd.DataFrame:
+    """The records a table row shows: its network under its row recipe (a pretrained run
+    through ``base_recipe_id``); with ``init="pretrained"`` its runs from a weights file
+    when it has any, else its scratch runs. Tables, claims and their costs all use this."""
+    mine = records[(records["spec_id"] == spec_id) & (records["base_recipe_id"] == recipe_id)]
+    pretrained = mine["pretrained"].notna()
+    return mine[pretrained] if init == "pretrained" and pretrained.any() else mine[~pretrained]
+
+
 def row_recipe_ids(rows: Iterable[PaperRow], recipe: Recipe) -> set[str]:
     """The recipe ids runnable ``rows`` run with (which, unlike their specs, do not depend
     on the dataset: used to find the dataset among the records)."""
@@ -248,9 +257,7 @@ def build_table(
             recipe_changes=",".join(f"{k}={v}" for k, v in row.recipe_changes.items()) or None,
             recipe_id=rrecipe.recipe_id,
         )
-        mine = sel[(sel["spec_id"] == spec.spec_id) & (sel["base_recipe_id"] == rrecipe.recipe_id)]
-        pretrained = mine["pretrained"].notna()
-        mine = mine[pretrained] if init == "pretrained" and pretrained.any() else mine[~pretrained]
+        mine = row_runs(sel, spec.spec_id, rrecipe.recipe_id, init)
         if not mine.empty:
             tags = sorted(set(mine["pretrained"].dropna()))
             # one weights file per row and seed set: two files would be two experiments

@@ -715,3 +715,32 @@ def test_tables_say_which_rows_were_pretrained_and_which_the_paper_pretrained(tm
 
     text = render_report(records, Path(tmp_path) / "r.md", tables=["6"], init="pretrained")
     assert "Pretrained: resnet18 (torchvision_resnet18@" in text
+
+
+def test_claims_judge_the_runs_the_table_shows() -> None:
+    """With init="pretrained" a claim is judged, and its cost estimated, on the rows'
+    pretrained runs where they have them: here scratch runs say ResNet-18 beats MobileNetV2
+    and pretrained runs say the opposite, and each init gets its own verdict and run times."""
+    from analysis.settle import claim_lines, claim_rows
+
+    claim = Claim("r18", "ResNet-18 beats MobileNetV2", "6", "beats", ("resnet18", "mobilenetv2"))
+    recs = []
+    for row, cold, hot in (("resnet18", 0.40, 0.30), ("mobilenetv2", 0.30, 0.40)):
+        for seed in range(4):
+            noise = 0.003 * ((seed + (row == "resnet18")) % 3)  # differs between the rows
+            scratch = _record("6", row, seed, cold + noise)
+            scratch["train"] = {"seconds": 100.0}
+            warm = _record("6", row, seed, hot - noise)
+            warm["key"]["recipe_id"] = "0123456789"
+            warm["context"] = {"base_recipe_id": scratch["key"]["recipe_id"]}
+            warm["train"] = {"seconds": 50.0, "pretrained": {"layout": "x", "sha256": "ab" * 32}}
+            recs += [scratch, warm]
+    records = records_to_frame(recs)
+    (cold,) = evaluate_claims(records, "smoke", None, [claim])
+    (hot,) = evaluate_claims(records, "smoke", None, [claim], init="pretrained")
+    assert cold.outcome == "supported" and hot.outcome == "contradicted", (cold.detail, hot.detail)
+    assert [r.cpu_s for r in claim_rows(claim, records, "smoke", None)] == [100.0, 100.0]
+    hot_rows = claim_rows(claim, records, "smoke", None, init="pretrained")
+    assert [r.cpu_s for r in hot_rows] == [50.0, 50.0]
+    lines = claim_lines(records, ["6"], "smoke", None, [claim], init="pretrained")
+    assert "pretrained runs" in lines[1] and lines[2].startswith("  r18: contradicted")

@@ -105,3 +105,29 @@ def test_caps_below_what_is_stored_are_refused_in_one_line() -> None:
         check_caps(states, 5, None)
     with pytest.raises(UsageError, match="--max-hours -1: must be a positive number"):
         check_caps(states, 30, -1)
+
+
+def test_a_settle_round_grows_pretrained_rows_from_their_file(tmp_path: Path) -> None:
+    """With --pretrained, a round adds seeds to the runs the claims were judged on: the
+    row whose backbone has the file starts from it (its own key, the file's path), the
+    row without one trains from scratch."""
+    from runners.ablate.settle import plan_round
+    from runners.data.source import parse_data_arg
+    from runners.pretrained import PretrainedFile, Pretraining
+    from searchspace.recipes import parse_recipe
+    from searchspace.tables import get_table
+
+    weights = PretrainedFile(tmp_path / "r18.pth", "ab" * 32, "torchvision_resnet18",
+                             "torchvision", "resnet18", (0.5,) * 3, (0.2,) * 3)  # fmt: skip
+    claim = ClaimState("c", "6", ("resnet18", "ours_large"), "inconclusive",
+                       {"resnet18": (0,), "ours_large": (0,)}, None)  # fmt: skip
+    recipe, data = parse_recipe("synth"), parse_data_arg("synth", check=())
+    args = ({"c": claim}, ["c"], {"6": get_table("6")}, recipe, data, lambda run: False, 30)
+    plan = plan_round(*args, Pretraining({"resnet18": weights}))
+    by_row = {(r.rows[0].row, r.seed): r for r in plan.runs}
+    assert sorted(by_row) == [(row, s) for row in ("ours_large", "resnet18") for s in range(4)]
+    assert by_row["resnet18", 1].pretrained == weights.path
+    assert by_row["ours_large", 1].pretrained is None
+    scratch = {(r.rows[0].row, r.seed): r.key for r in plan_round(*args).runs}
+    assert by_row["resnet18", 1].key != scratch["resnet18", 1]
+    assert by_row["ours_large", 1].key == scratch["ours_large", 1]

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in unsupported:
         print(f"skipping {row.key}: {row.unsupported}")
     if args.settle:
-        return _settle(args, tables, table_ids, recipe, data, settings,
+        return _settle(args, tables, table_ids, recipe, data, settings, pretraining,
                        sys.argv if argv is None else list(argv))  # fmt: skip
     # a user's table file is kept beside the records, so the report can rebuild it
     kept = {} if args.dry_run else keep_table_files(tables, args.results_dir)
@@ -292,7 +292,7 @@ def print_tables(
         print(to_markdown(frame))
         for note in table_notes(frame):
             print(f"note: {note}")
-    for line in claim_lines(records, table_ids, recipe, data_id):
+    for line in claim_lines(records, table_ids, recipe, data_id, init=init):
         print(line)
 
 
@@ -311,10 +311,11 @@ def _tables_of_claims(text: str) -> str:
     return ",".join(dict.fromkeys(table_of[n] for n in names))
 
 
-def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) -> int:
+def _settle(args, tables, table_ids, recipe, data, settings, pretraining, argv: list[str]) -> int:
     """``--settle``: rounds of seeds for the named claims (``runners.ablate.settle``), judged
     here from the records by the sequential rule (``analysis``, which only the command line
-    imports)."""
+    imports). With ``--pretrained`` the rows with a file are judged and grown on their
+    pretrained runs, the others on their scratch runs, as the printed tables show them."""
     from analysis.catalogue import all_claims
     from analysis.claims import evaluate_claims
     from analysis.records import load_records
@@ -332,12 +333,15 @@ def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) ->
 
     def judge() -> dict[str, ClaimState]:
         records = load_records(store.root)
-        verdicts = evaluate_claims(records, recipe, data.data_id, chosen)
-        costs = {c.claim_id: c for c in settle_costs(verdicts, records, recipe, data.data_id)}
+        verdicts = evaluate_claims(records, recipe, data.data_id, chosen, args.init)
+        costs = {
+            c.claim_id: c
+            for c in settle_costs(verdicts, records, recipe, data.data_id, init=args.init)
+        }
         cache: dict = {}
         out = {}
         for v in verdicts:
-            rows = claim_rows(v.claim, records, recipe, data.data_id, cache)
+            rows = claim_rows(v.claim, records, recipe, data.data_id, cache, args.init)
             cost = costs.get(v.claim.id)
             hours = {r.row: (r.gpu_s if args.device == "cuda" else r.cpu_s) for r in rows}
             out[v.claim.id] = ClaimState(
@@ -374,7 +378,7 @@ def _settle(args, tables, table_ids, recipe, data, settings, argv: list[str]) ->
     work_begins()
     settle(ids, by_id, recipe, data, judge, run_round, stored, max_seeds=max_seeds,
            max_hours=args.max_hours, dry_run=args.dry_run,
-           one_round=args.launcher == "slurm")  # fmt: skip
+           one_round=args.launcher == "slurm", pretraining=pretraining)  # fmt: skip
     return 0
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from runners.ablate.plan import plan_runs
 from runners.data.source import DataSource
+from runners.pretrained import NONE as NO_PRETRAINING
+from runners.pretrained import Pretraining
 from runners.runs import PlannedRun
 from searchspace.errors import UsageError
 from searchspace.recipes import Recipe
@@ -114,8 +116,10 @@ def plan_round(
     data: DataSource,
     stored: Callable[[PlannedRun], bool],
     max_seeds: int,
+    pretraining: Pretraining = NO_PRETRAINING,
 ) -> RoundPlan:
-    """The runs of the next round for the open claims among ``claim_ids``."""
+    """The runs of the next round for the open claims among ``claim_ids`` (rows whose
+    backbone has a file in ``pretraining`` start from it, as the judged runs did)."""
     plan = RoundPlan([], 0.0, 0, {}, {})
     seen = set()
     for cid in claim_ids:
@@ -127,7 +131,8 @@ def plan_round(
             plan.stuck[cid] = why
             continue
         plan.targets[cid] = target
-        runs, _ = plan_runs([tables[state.table]], list(state.rows), recipe, data, target)
+        table = tables[state.table]
+        runs, _ = plan_runs([table], list(state.rows), recipe, data, target, pretraining)
         for run in runs:
             if run.key in seen or stored(run):
                 continue
@@ -155,6 +160,7 @@ def settle(
     max_hours: float | None = None,
     dry_run: bool = False,
     one_round: bool = False,
+    pretraining: Pretraining = NO_PRETRAINING,
     say: Callable[[str], None] = print,
 ) -> dict[str, ClaimState]:
     """Rounds until every named claim is settled or a cap is reached; the final states.
@@ -163,7 +169,7 @@ def settle(
     states = judge()
     check_caps(states, max_seeds, max_hours)
     while True:
-        plan = plan_round(states, claim_ids, tables, recipe, data, stored, max_seeds)
+        plan = plan_round(states, claim_ids, tables, recipe, data, stored, max_seeds, pretraining)
         for cid, why in plan.stuck.items():
             say(f"{cid}: stays {states[cid].outcome}: {why}")
         if not plan.runs:
