@@ -49,9 +49,10 @@ case "${1:-train}" in
     "$PY" -m runners.ablate --table "$TABLES_3" --seeds 3 --no-latency "${common[@]}"
     ;;
   latency)
-    # one pass over every table: each deployed network (23 here) is timed once, in turns
-    # with the others, so drift of the machine falls on all of them alike
-    "$PY" -m runners.ablate --table "$TABLES_5,$TABLES_3" --seeds 6 --remeasure-latency \
+    # one pass over every table: each deployed network (26 here) is timed once, in turns
+    # with the others, so drift of the machine falls on all of them alike; --seeds 8
+    # reaches the seeds a --settle run added (Table 2's bga and bga_booster: 6 and 7)
+    "$PY" -m runners.ablate --table "$TABLES_5,$TABLES_3" --seeds 8 --remeasure-latency \
       --latency-repeats 30 "${common[@]}"
     ;;
   report)
